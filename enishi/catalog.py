@@ -8,28 +8,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from enishi.config import CommonSettings, IngestSettings
+from enishi.config import CommonSettings, GrpcServiceSettings, IngestSettings
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One deployable process."""
+    """One deployable process; its default ports come from its settings class."""
 
     name: str
     module: str  # run as `python -m <module>`
     settings: type[CommonSettings]
-    grpc_port: int | None  # None: not a gRPC server
-    metrics_port: int
+
+    @property
+    def grpc_port(self) -> int | None:
+        """Default gRPC port, or None when the service serves no gRPC."""
+        if not issubclass(self.settings, GrpcServiceSettings):
+            return None
+        return int(self.settings.model_fields["grpc_port"].default)
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.settings.model_fields["metrics_port"].default)
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec(
-        name="ingest",
-        module="services.ingest",
-        settings=IngestSettings,
-        grpc_port=50051,
-        metrics_port=9101,
-    ),
+    ServiceSpec(name="ingest", module="services.ingest", settings=IngestSettings),
 )
 
 

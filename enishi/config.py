@@ -50,7 +50,6 @@ class GrpcServiceSettings(CommonSettings):
 class IngestSettings(GrpcServiceSettings):
     """The ingest service: touchpoints in over gRPC, out to Kafka."""
 
-    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port of this service.")
     metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus /metrics port.")
     ingest_batch_max: int = Field(
         1000, ge=1, description="Most events one BatchTrack call may carry."
@@ -68,6 +67,9 @@ class DevStackSettings(BaseSettings):
     temporal_port: int = Field(7233, ge=1, le=65535, description="Temporal frontend port.")
     temporal_ui_port: int = Field(8233, ge=1, le=65535, description="Temporal Web UI port.")
     redis_port: int = Field(6379, ge=1, le=65535, description="Valkey (Redis) port.")
+    service_port_offset: int = Field(
+        0, ge=0, le=10000, description="Added to every enishi service's gRPC and metrics port."
+    )
     partitions: int = Field(4, ge=1, le=256, description="Partitions per created topic.")
     start_timeout_seconds: float = Field(
         60.0, gt=0, description="How long each part may take to become healthy."

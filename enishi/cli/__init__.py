@@ -1,0 +1,1 @@
+"""The `enishi` command line."""

@@ -1,0 +1,20 @@
+"""The `enishi` command: one entry point with a sub-command per concern."""
+
+from __future__ import annotations
+
+import typer
+
+from enishi.cli import demo, dev
+
+app = typer.Typer(
+    name="enishi",
+    help="enishi: long-lived, one-to-one customer journeys.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev.app, name="dev")
+app.command(name="demo")(demo.demo)
+
+
+if __name__ == "__main__":
+    app()
