@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from enishi.config import DevStackSettings
+from enishi.devstack.probes import quiet_client_logs
 from enishi.devstack.supervisor import PartStatus, StackError, Supervisor
 
 app = typer.Typer(help="Run the whole stack locally on embedded servers (no Docker).")
@@ -17,6 +18,7 @@ console = Console(stderr=True)
 
 
 def _supervisor() -> Supervisor:
+    quiet_client_logs()
     return Supervisor(DevStackSettings(), progress=lambda line: console.print(f"  {line}"))
 
 

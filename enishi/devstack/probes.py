@@ -12,10 +12,16 @@ import grpc
 import redis.asyncio as redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-# A probe runs every few hundred ms while a part boots; connection-refused chatter from the
-# client libraries is expected then and only hides the real output.
-for _noisy in ("aiokafka", "temporalio"):
-    logging.getLogger(_noisy).setLevel(logging.CRITICAL)
+NOISY_CLIENT_LOGGERS = ("aiokafka", "temporalio")
+
+
+def quiet_client_logs() -> None:
+    """Silence client libraries' connection-refused chatter, expected while parts boot.
+
+    Called by the CLI only: a library module must not change logging for its importers.
+    """
+    for name in NOISY_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 async def kafka(bootstrap: str, timeout: float = 2.0) -> bool:

@@ -1,0 +1,1 @@
+"""The ingest service: touchpoints in over gRPC (`IngestService`), out to Kafka `touchpoints`."""

@@ -1,0 +1,125 @@
+"""IngestService over real gRPC, writing to the real broker; read back with aiokafka."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
+
+import grpc
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from enishi import kafka, topics
+from enishi.config import IngestSettings
+from enishi.grpc_server import GrpcServer
+from enishi.v1 import ingest_service_pb2 as pb
+from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
+from enishi.v1 import identity_pb2, touchpoint_pb2
+from services.ingest.publisher import TouchpointPublisher
+from services.ingest.servicer import IngestServicer
+from tests.conftest import LocalServers
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def ingest(servers: LocalServers) -> AsyncIterator[grpc.aio.Channel]:
+    settings = IngestSettings(
+        kafka_bootstrap=servers.kafka_bootstrap, grpc_host="127.0.0.1", grpc_port=0, metrics_port=0
+    )
+    producer = kafka.producer(settings)
+    await producer.start()
+    servicer = IngestServicer(TouchpointPublisher(producer), batch_max=10)
+
+    def add(server: grpc.aio.Server) -> list[str]:
+        pb_grpc.add_IngestServiceServicer_to_server(servicer, server)
+        return ["enishi.v1.IngestService"]
+
+    server = GrpcServer(settings, "ingest", add, on_shutdown=producer.stop)
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+    await server.stop(0)
+
+
+async def _consume_for(bootstrap: str, customer_id: str, count: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topics.TOUCHPOINTS,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-{uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < count:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    found += [r for r in records if r.key == customer_id.encode()]
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _event(customer_id: str, name: str = "order.completed") -> touchpoint_pb2.Touchpoint:
+    event = touchpoint_pb2.Touchpoint(
+        customer=identity_pb2.CustomerRef(customer_id=customer_id), name=name, source="test"
+    )
+    event.props.update({"total": 4200, "items": ["tea"]})
+    return event
+
+
+async def test_track_writes_the_touchpoint_to_kafka_keyed_by_customer(
+    ingest: grpc.aio.Channel, servers: LocalServers
+) -> None:
+    customer = f"c-{uuid4()}"
+    reply = await pb_grpc.IngestServiceStub(ingest).Track(pb.TrackRequest(event=_event(customer)))
+    assert reply.customer_id == customer
+    assert len(reply.event_id) == 26  # a ULID
+
+    [record] = await _consume_for(servers.kafka_bootstrap, customer, 1)
+    stored = touchpoint_pb2.Touchpoint.FromString(record.value)
+    assert stored.event_id == reply.event_id
+    assert stored.name == "order.completed"
+    assert stored.customer_id == customer
+    assert stored.props["total"] == 4200
+    assert stored.HasField("received_at") and stored.HasField("occurred_at")
+
+
+async def test_batch_accepts_valid_items_and_names_the_bad_field(
+    ingest: grpc.aio.Channel, servers: LocalServers
+) -> None:
+    customer = f"c-{uuid4()}"
+    events = [_event(customer), _event(customer, name="Order Completed"), _event(customer)]
+    reply = await pb_grpc.IngestServiceStub(ingest).BatchTrack(pb.BatchTrackRequest(events=events))
+    assert (reply.accepted_count, reply.rejected_count) == (2, 1)
+    assert [r.accepted for r in reply.results] == [True, False, True]
+    assert reply.results[1].errors[0].field == "events[1].name"
+    records = await _consume_for(servers.kafka_bootstrap, customer, 2)
+    assert {touchpoint_pb2.Touchpoint.FromString(r.value).event_id for r in records} == {
+        reply.results[0].event_id,
+        reply.results[2].event_id,
+    }
+
+
+async def test_invalid_track_is_invalid_argument_naming_the_field(
+    ingest: grpc.aio.Channel,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pb_grpc.IngestServiceStub(ingest).Track(
+            pb.TrackRequest(event=touchpoint_pb2.Touchpoint(name="order.completed"))
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "event.customer" in (caught.value.details() or "")
+
+
+async def test_health_answers_serving(ingest: grpc.aio.Channel) -> None:
+    stub: Any = health_pb2_grpc.HealthStub(ingest)
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service="enishi.v1.IngestService"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
