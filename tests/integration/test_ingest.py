@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from enishi import kafka, topics
 from enishi.config import IngestSettings
 from enishi.grpc_server import GrpcServer
+from enishi.v1 import identity_pb2, touchpoint_pb2
 from enishi.v1 import ingest_service_pb2 as pb
 from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
-from enishi.v1 import identity_pb2, touchpoint_pb2
 from services.ingest.publisher import TouchpointPublisher
 from services.ingest.servicer import IngestServicer
 from tests.conftest import LocalServers
