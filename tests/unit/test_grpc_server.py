@@ -7,14 +7,12 @@ A real `grpc.aio` server on an ephemeral port serves a bytes-in/bytes-out test s
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +21,6 @@ import grpc
 import grpc.aio
 import pytest
 import pytest_asyncio
-import structlog
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client import REGISTRY
@@ -39,7 +36,7 @@ from enishi.errors import (
     field_path,
 )
 from enishi.grpc_server import REQUEST_ID_KEY, GrpcServer, current_request_id
-from enishi.logs import configure_logging
+from tests.unit.conftest import LOG_SERVICE, Lines
 
 pytestmark = pytest.mark.unit
 
@@ -185,23 +182,6 @@ async def served() -> AsyncIterator[Served]:
         await server.stop(0)
 
 
-Lines = Callable[[], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def json_lines() -> Iterator[Lines]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    configure_logging("INFO", "json", "echo", stream=buffer)
-    try:
-        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-
-
 def calls(lines: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
     return [x for x in lines if x["event"] == "grpc.call" and x["method"] == f"/{SERVICE}/{method}"]
 
@@ -297,7 +277,7 @@ async def test_request_id_from_metadata_is_in_the_call_log_line_and_the_handler(
     (line,) = calls(json_lines(), "Echo")
     assert line["request_id"] == "req-42"
     assert line["code"] == "OK"
-    assert line["service"] == "echo"
+    assert line["service"] == LOG_SERVICE
     assert isinstance(line["duration_ms"], float)
     assert "x" not in line.values()  # payloads are never logged
     assert served.echo.seen_request_ids == ["req-42"]

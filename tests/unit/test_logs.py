@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,26 +12,9 @@ import pytest
 import structlog
 
 from enishi.logs import REDACTED, configure_logging, redact, redact_personal_data
+from tests.unit.conftest import Lines
 
 pytestmark = pytest.mark.unit
-
-Lines = Callable[[], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def json_lines() -> Iterator[Lines]:
-    """Logging configured as a service would, writing to a buffer the test can read."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    configure_logging("INFO", "json", "test-service", stream=buffer)
-    try:
-        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.contextvars.clear_contextvars()
-        structlog.reset_defaults()
 
 
 def test_sensitive_keys_are_redacted_at_any_depth() -> None:
