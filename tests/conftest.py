@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from temporalio.testing import WorkflowEnvironment
 
 from enishi.config import DevStackSettings
+from enishi.devstack import binaries
 from enishi.devstack.parts import kafka_bootstrap, redis_url, temporal_address
 from enishi.devstack.ports import free_port
 from enishi.devstack.supervisor import Supervisor
@@ -74,3 +76,18 @@ async def servers(servers_state_dir: Path) -> AsyncIterator[LocalServers]:
         )
     finally:
         await supervisor.down()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal time-skipping test server (a month of waits in a second), for the session.
+
+    Tests use a fresh `task_queue=str(uuid4())` each, so workflows never meet.
+    """
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(binaries.temporal_test_server())
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
