@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from enishi.config import CommonSettings, GrpcServiceSettings, IngestSettings
+from enishi.config import CommonSettings, GrpcServiceSettings, IngestSettings, StreamSettings
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class ServiceSpec:
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(name="ingest", module="services.ingest", settings=IngestSettings),
+    ServiceSpec(name="stream", module="services.stream", settings=StreamSettings),
 )
 
 

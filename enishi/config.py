@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enishi import topics
+
 LogFormat = Literal["json", "console"]
 
 
@@ -55,6 +57,37 @@ class IngestSettings(GrpcServiceSettings):
         1000, ge=1, description="Most events one BatchTrack call may carry."
     )
     kafka_linger_ms: int = Field(5, ge=0, description="Producer linger, for batching.")
+    ingest_props_max_bytes: int = Field(
+        32 * 1024, ge=64, description="Largest serialized props (or Identify traits), in bytes."
+    )
+    ingest_props_max_depth: int = Field(
+        8, ge=1, le=64, description="Deepest nesting of objects and lists in props and traits."
+    )
+    ingest_max_future_hours: float = Field(
+        24.0, ge=0, description="How far in the future an occurred_at may lie."
+    )
+
+
+class StreamSettings(CommonSettings):
+    """The stream processor: consumes touchpoints, writes customer memory."""
+
+    metrics_port: int = Field(9102, ge=0, le=65535, description="Prometheus /metrics port.")
+    stream_topic: str = Field(
+        topics.TOUCHPOINTS, description="Topic the stream processor consumes (tests use others)."
+    )
+    stream_group_id: str = Field("enishi-stream", description="Stream processor consumer group.")
+    stream_batch_max: int = Field(
+        2000, ge=1, description="Most records applied to Redis in one pipelined batch."
+    )
+    stream_batch_wait_ms: int = Field(
+        50, ge=0, description="How long a poll waits for records before applying fewer."
+    )
+    memory_timeline_max: int = Field(
+        200, ge=1, description="Newest timeline entries kept in full per customer."
+    )
+    memory_dedupe_window: int = Field(
+        10_000, ge=1, description="Newest event ids remembered per customer for dedupe."
+    )
 
 
 class DevStackSettings(BaseSettings):

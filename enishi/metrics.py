@@ -45,3 +45,17 @@ GRPC_CALL_SECONDS: Final = Histogram(
     ("method",),
     buckets=LATENCY_BUCKETS,
 )
+
+STREAM_RECORDS: Final = Counter(
+    "enishi_stream_records",
+    "Touchpoint records consumed by the stream processor, by outcome "
+    "(applied, duplicate, dead_lettered).",
+    ("outcome",),
+)
+"""Exported as `enishi_stream_records_total`."""
+
+STREAM_BATCH_SECONDS: Final = Histogram(
+    "enishi_stream_batch_seconds",
+    "Time to apply one consumed batch: decode, Redis writes, dead letters, hook.",
+    buckets=LATENCY_BUCKETS,
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from enishi.cli import demo, dev
+from enishi.cli import demo, dev, journey
 
 app = typer.Typer(
     name="enishi",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dev.app, name="dev")
+app.add_typer(journey.app, name="journey")
 app.command(name="demo")(demo.demo)
 
 

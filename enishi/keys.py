@@ -1,0 +1,93 @@
+"""Redis key layout: every key enishi writes is spelled here and nowhere else.
+
+Documented in docs/keys.md. Keys of one customer share the hash tag `{<customer id>}` so a
+Lua script or MULTI touching one customer stays on one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "enishi"
+
+# -- identities (ingest resolves them; global, not per customer slot) -------------------
+
+
+def identity(kind: str, value: str) -> str:
+    """STRING: the canonical customer id known by identity `kind` = `value`."""
+    return f"{PREFIX}:id:{kind}:{value}"
+
+
+def alias(customer_id: str) -> str:
+    """STRING: the customer id `customer_id` was merged into (absent when not merged)."""
+    return f"{PREFIX}:alias:{customer_id}"
+
+
+def identities(customer_id: str) -> str:
+    """SET: the `<kind>:<value>` identity index entries owned by `customer_id`."""
+    return f"{PREFIX}:ids:{customer_id}"
+
+
+def pending_merges(customer_id: str) -> str:
+    """HASH: merged-away id -> matched kind, merges into `customer_id` not yet on Kafka."""
+    return f"{PREFIX}:merges:{customer_id}"
+
+
+# -- customer memory (the stream processor writes; CustomerService reads) ----------------
+
+
+def customer(customer_id: str, part: str) -> str:
+    """One part of one customer's memory; `part` names the structure (see docs/keys.md)."""
+    return f"{PREFIX}:c:{{{customer_id}}}:{part}"
+
+
+# One customer's memory is these structures, all under the customer's hash tag. The order
+# of MEMORY_PARTS is the KEYS order of the memory Lua script (enishi/memory/scripts.py).
+SEEN: Final = "seen"  # ZSET event_id -> apply time (ms): the dedupe window
+TIMELINE: Final = "timeline"  # ZSET event_id -> occurred_at (ms): the retained entries
+TIMELINE_ENTRIES: Final = "timeline:entries"  # HASH event_id -> "<name>\0<TimelineEntry>"
+TIMELINE_AGGREGATES: Final = "timeline:agg"  # HASH "<name>|c|f|l" -> count / first / last ms
+TRAITS: Final = "traits"  # HASH trait -> JSON value
+TRAITS_VERSIONS: Final = "traits:v"  # HASH trait -> LWW version (tombstones kept)
+IDENTITY: Final = "identity"  # HASH kind (email, ..., "push:<token>") -> value
+IDENTITY_VERSIONS: Final = "identity:v"  # HASH kind -> LWW version
+CONSENTS: Final = "consents"  # HASH channel -> ChannelConsent bytes
+CONSENTS_VERSIONS: Final = "consents:v"  # HASH channel -> LWW version
+REACHABILITY: Final = "reachability"  # HASH channel -> ChannelReachability bytes
+REACHABILITY_VERSIONS: Final = "reachability:v"  # HASH channel -> LWW version
+PREFERENCES: Final = "preferences"  # HASH field path -> Preferences bytes (that field only)
+PREFERENCES_VERSIONS: Final = "preferences:v"  # HASH field path -> LWW version
+COUNTERS: Final = "counters"  # HASH counter -> number (times in ms), currency
+COUNTERS_VERSIONS: Final = "counters:v"  # HASH "currency" -> first-write-wins version
+ORDERS: Final = "orders"  # ZSET event_id -> occurred_at (ms): the two earliest orders
+MESSAGES: Final = "messages"  # ZSET "<channel>:<event_id>" -> occurred_at (ms), last 7 days
+DENSITY: Final = "density"  # HASH day number (UTC) -> weighted touchpoints that day
+MERGED: Final = "merged"  # SET ids merged into this customer
+
+MEMORY_PARTS: Final = (
+    SEEN,
+    TIMELINE,
+    TIMELINE_ENTRIES,
+    TIMELINE_AGGREGATES,
+    TRAITS,
+    TRAITS_VERSIONS,
+    IDENTITY,
+    IDENTITY_VERSIONS,
+    CONSENTS,
+    CONSENTS_VERSIONS,
+    REACHABILITY,
+    REACHABILITY_VERSIONS,
+    PREFERENCES,
+    PREFERENCES_VERSIONS,
+    COUNTERS,
+    COUNTERS_VERSIONS,
+    ORDERS,
+    MESSAGES,
+    DENSITY,
+    MERGED,
+)
+
+
+def memory_keys(customer_id: str) -> tuple[str, ...]:
+    """Every key of one customer's memory, in MEMORY_PARTS order."""
+    return tuple(customer(customer_id, part) for part in MEMORY_PARTS)

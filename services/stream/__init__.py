@@ -1,0 +1,1 @@
+"""The stream processor: touchpoints from Kafka into customer memory (Redis)."""

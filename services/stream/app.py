@@ -1,0 +1,147 @@
+"""The stream processor: a batch of touchpoint records in, customer memory written, offsets out.
+
+A plain aiokafka consumer loop (docs/stream.md says why not Faust): poll a batch, decode and
+plan every record (the undecodable or invalid go to the dead-letter topic), apply the batch
+to Redis in one pipeline, run the hook, and only then commit `offset + 1` per partition.
+A crash anywhere before the commit redelivers the batch; the memory dedupes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
+from google.protobuf.message import DecodeError
+
+from enishi import dead_letters
+from enishi.dead_letters import DeadLetter, SourceRecord
+from enishi.memory import model
+from enishi.memory.apply import InvalidTouchpoint, Plan, plan, validate
+from enishi.memory.writer import MemoryWriter
+from enishi.metrics import STREAM_BATCH_SECONDS, STREAM_RECORDS
+from enishi.v1 import touchpoint_pb2
+from services.stream.hooks import AppliedBatch, BatchHook
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """How many records of a batch were applied, duplicates, or dead-lettered."""
+
+    applied: int
+    duplicates: int
+    dead_lettered: int
+
+
+def decode(record: SourceRecord, now_ms: int) -> tuple[touchpoint_pb2.Touchpoint, Plan]:
+    """The touchpoint in `record` and its memory plan, or `InvalidTouchpoint` naming why not."""
+    if record.value is None:
+        raise InvalidTouchpoint("value: missing")
+    try:
+        touchpoint = touchpoint_pb2.Touchpoint.FromString(record.value)
+    except DecodeError:
+        raise InvalidTouchpoint("value: not an enishi.v1.Touchpoint") from None
+    try:
+        key = record.key.decode() if record.key is not None else None
+    except UnicodeDecodeError:
+        raise InvalidTouchpoint("key: not UTF-8") from None
+    validate(touchpoint, key)
+    return touchpoint, plan(touchpoint, now_ms=now_ms)
+
+
+class StreamProcessor:
+    """Applies batches of consumed records; knows nothing of polling or committing."""
+
+    def __init__(
+        self, writer: MemoryWriter, producer: Any, *, hook: BatchHook | None = None
+    ) -> None:
+        self._writer = writer
+        self._producer = producer
+        self._hook = hook
+
+    async def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+        """Make the effects of `records` durable (memory, dead letters, hook)."""
+        now = datetime.now(UTC)
+        now_ms = model.datetime_ms(now)
+        touchpoints: list[touchpoint_pb2.Touchpoint] = []
+        plans: list[Plan] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                touchpoint, event_plan = decode(record, now_ms)
+            except InvalidTouchpoint as exc:
+                letters.append(DeadLetter(record, str(exc)))
+                log.warning(
+                    "stream.dead_lettered",
+                    reason=str(exc),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+                continue
+            touchpoints.append(touchpoint)
+            plans.append(event_plan)
+        flags = await self._writer.apply(plans, now=now)
+        if letters:
+            await dead_letters.send(self._producer, letters)
+        applied = [tp for tp, new in zip(touchpoints, flags, strict=True) if new]
+        duplicates = [tp for tp, new in zip(touchpoints, flags, strict=True) if not new]
+        if self._hook is not None and touchpoints:
+            await self._hook.on_applied(AppliedBatch(applied=applied, duplicates=duplicates))
+        STREAM_RECORDS.labels("applied").inc(len(applied))
+        STREAM_RECORDS.labels("duplicate").inc(len(duplicates))
+        STREAM_RECORDS.labels("dead_lettered").inc(len(letters))
+        return BatchOutcome(len(applied), len(duplicates), len(letters))
+
+
+async def consume(
+    consumer: AIOKafkaConsumer,
+    processor: StreamProcessor,
+    *,
+    batch_max: int,
+    batch_wait_ms: int,
+) -> None:
+    """Poll, process, commit, forever (until cancelled). The consumer must be started."""
+    while True:
+        batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
+            timeout_ms=batch_wait_ms, max_records=batch_max
+        )
+        if not batches:
+            continue
+        records = [record for partition in batches.values() for record in partition]
+        started = time.perf_counter()
+        outcome = await processor.process(records)
+        STREAM_BATCH_SECONDS.observe(time.perf_counter() - started)
+        offsets = {tp: partition[-1].offset + 1 for tp, partition in batches.items()}
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError:
+            # The group rebalanced under us: the partitions' new owner gets these records
+            # again and the memory dedupes them.
+            log.warning("stream.commit_failed", partitions=len(offsets))
+            continue
+        log.debug(
+            "stream.batch_committed",
+            applied=outcome.applied,
+            duplicates=outcome.duplicates,
+            dead_lettered=outcome.dead_lettered,
+        )
+
+
+def consumer_for(bootstrap: str, topic: str, group_id: str, *, batch_max: int) -> AIOKafkaConsumer:
+    """The stream processor's consumer: manual commits, from the earliest offset when new."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=batch_max,
+    )
