@@ -1,31 +1,39 @@
-"""Wires the ingest service: settings → Kafka producer → gRPC server. Nothing else."""
+"""Wires the ingest service: settings → Kafka producer, Redis → gRPC server. Nothing else."""
 
 from __future__ import annotations
 
 import grpc
+import redis.asyncio as aioredis
 
 from enishi import kafka
 from enishi.config import IngestSettings
 from enishi.grpc_server import GrpcServer
+from enishi.identity import IdentityResolver
 from enishi.process import run
-from enishi.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from services.ingest.publisher import TouchpointPublisher
-from services.ingest.servicer import IngestServicer
-
-SERVICE_NAME = ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+from services.ingest.servicer import IngestServicer, add_to_server
+from services.ingest.validation import Limits
 
 
 async def main() -> None:
     settings = IngestSettings()
     producer = kafka.producer(settings, linger_ms=settings.kafka_linger_ms)
+    redis = aioredis.Redis.from_url(settings.redis_url)
     await producer.start()
-    servicer = IngestServicer(TouchpointPublisher(producer), batch_max=settings.ingest_batch_max)
+    servicer = IngestServicer(
+        TouchpointPublisher(producer), IdentityResolver(redis), Limits.from_settings(settings)
+    )
 
     def add_servicers(server: grpc.aio.Server) -> list[str]:
-        ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
+        return add_to_server(servicer, server)
 
-    server = GrpcServer(settings, "ingest", add_servicers, on_shutdown=producer.stop)
+    async def shutdown() -> None:
+        try:
+            await producer.stop()
+        finally:
+            await redis.aclose()
+
+    server = GrpcServer(settings, "ingest", add_servicers, on_shutdown=shutdown)
     await server.serve()
 
 

@@ -2,115 +2,245 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+import structlog
+from aiokafka.errors import KafkaError
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from ulid import ULID
 
-from enishi.errors import FailedPrecondition, FieldError, InvalidArgument, field_path
+from enishi.errors import FieldError, InvalidArgument, Unavailable
+from enishi.identity import KIND_ENUM, IdentifyOutcome, IdentityResolver, Merge, Ref
+from enishi.v1 import identity_pb2, touchpoint_pb2
 from enishi.v1 import ingest_service_pb2 as pb
 from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
-from enishi.v1 import touchpoint_pb2
 from services.ingest.publisher import TouchpointPublisher
-from services.ingest.validation import touchpoint_errors
+from services.ingest.validation import Limits, check_identify, check_touchpoint
+from services.ingest.wire import (
+    PartialBatch,
+    Undecodable,
+    batch_track_request,
+    identify_request,
+    track_request,
+)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IngestService"].full_name
+IDENTIFIED = "customer.identified"
+MERGED = "identity.merged"
+MERGE_SOURCE = "enishi.ingest"
+
+log = structlog.get_logger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _customer_id(event: touchpoint_pb2.Touchpoint) -> str:
-    """The Kafka key: the customer id, or for visitors not yet identified their anonymous id."""
-    ref = event.customer
-    kind = ref.WhichOneof("identity")
-    if kind == "customer_id":
-        return ref.customer_id
-    if kind == "anonymous_id":
-        return f"anon:{ref.anonymous_id}"
-    raise FailedPrecondition(
-        f"customer.{kind}: events by {kind} need identity resolution, which is not "
-        "enabled in this build; send customer_id or anonymous_id"
-    )
+@contextlib.asynccontextmanager
+async def _dependencies() -> AsyncIterator[None]:
+    """Redis or Kafka being down is UNAVAILABLE (retry), never INTERNAL."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise Unavailable("customer index (Redis) unavailable; retry with backoff") from exc
+    except KafkaError as exc:
+        raise Unavailable("touchpoints topic (Kafka) unavailable; retry with backoff") from exc
+
+
+def _now() -> tuple[int, Timestamp]:
+    now = time.time_ns()
+    stamp = Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000)
+    return stamp.seconds, stamp
+
+
+def merge_event_id(from_customer_id: str, into_customer_id: str) -> str:
+    """The MERGE touchpoint's event id: the same merge always has the same id (dedupe)."""
+    digest = hashlib.sha256(f"{from_customer_id}\0{into_customer_id}".encode()).hexdigest()
+    return f"merge-{digest[:32]}"
 
 
 class IngestServicer(pb_grpc.IngestServiceServicer):
     """Accepts touchpoints; a batch accepts its valid items even when others are invalid."""
 
-    def __init__(self, publisher: TouchpointPublisher, *, batch_max: int) -> None:
+    def __init__(
+        self, publisher: TouchpointPublisher, resolver: IdentityResolver, limits: Limits
+    ) -> None:
         self._publisher = publisher
-        self._batch_max = batch_max
+        self._resolver = resolver
+        self._limits = limits
 
-    def _accept(self, event: touchpoint_pb2.Touchpoint, path: str) -> list[FieldError]:
-        errors = touchpoint_errors(event, path)
-        if errors:
-            return errors
+    @staticmethod
+    def _stamp(event: touchpoint_pb2.Touchpoint, customer_id: str, received: Timestamp) -> None:
         if not event.event_id:
             event.event_id = str(ULID())
-        event.received_at.FromDatetime(datetime.now(UTC))
+        event.received_at.CopyFrom(received)
         if not event.HasField("occurred_at"):
-            event.occurred_at.CopyFrom(event.received_at)
-        if event.kind == touchpoint_pb2.TOUCHPOINT_KIND_UNSPECIFIED:
-            event.kind = touchpoint_pb2.TOUCHPOINT_KIND_EVENT
-        event.customer_id = _customer_id(event)
-        return []
+            event.occurred_at.CopyFrom(received)
+        event.kind = touchpoint_pb2.TOUCHPOINT_KIND_EVENT
+        event.customer_id = customer_id
 
     async def Track(
-        self,
-        request: pb.TrackRequest,
-        context: grpc.aio.ServicerContext[pb.TrackRequest, pb.TrackResponse],
+        self, request: pb.TrackRequest | Undecodable, context: Context
     ) -> pb.TrackResponse:
-        event = touchpoint_pb2.Touchpoint()
-        event.CopyFrom(request.event)
-        errors = self._accept(event, "event")
-        if errors:
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(request.errors)
+        now_seconds, received = _now()
+        event = request.event
+        errors, ref = check_touchpoint(event, "event", self._limits, now_seconds)
+        if errors or ref is None:
             raise InvalidArgument(errors)
-        await self._publisher.publish([event])
-        return pb.TrackResponse(event_id=event.event_id, customer_id=event.customer_id)
+        async with _dependencies():
+            [customer_id] = await self._resolver.resolve_many([ref])
+            self._stamp(event, customer_id, received)
+            await self._publisher.publish([event])
+        return pb.TrackResponse(event_id=event.event_id, customer_id=customer_id)
 
     async def BatchTrack(
-        self,
-        request: pb.BatchTrackRequest,
-        context: grpc.aio.ServicerContext[pb.BatchTrackRequest, pb.BatchTrackResponse],
+        self, request: pb.BatchTrackRequest | PartialBatch | Undecodable, context: Context
     ) -> pb.BatchTrackResponse:
-        if len(request.events) > self._batch_max:
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(request.errors)
+        undecodable: dict[int, list[FieldError]] = {}
+        if isinstance(request, PartialBatch):
+            batch, undecodable = request.request, request.errors
+        else:
+            batch = request
+        count = len(batch.events)
+        if count == 0:
+            raise InvalidArgument.for_field("events", "required: at least one event")
+        if count > self._limits.batch_max:
             raise InvalidArgument.for_field(
-                "events", f"at most {self._batch_max} events per call, got {len(request.events)}"
+                "events", f"at most {self._limits.batch_max} events per call, got {count}"
             )
-        results: list[pb.TrackResult] = []
-        accepted: list[touchpoint_pb2.Touchpoint] = []
-        for index, original in enumerate(request.events):
-            event = touchpoint_pb2.Touchpoint()
-            event.CopyFrom(original)
-            try:
-                errors = self._accept(event, field_path("events", index))
-            except FailedPrecondition as exc:
-                errors = [FieldError(field_path("events", index, "customer"), exc.message)]
-            if errors:
-                results.append(
-                    pb.TrackResult(
-                        index=index,
-                        accepted=False,
-                        errors=[pb.FieldError(field=e.field, message=e.message) for e in errors],
-                    )
+        now_seconds, received = _now()
+        response = pb.BatchTrackResponse()
+        accepted: list[tuple[pb.TrackResult, touchpoint_pb2.Touchpoint]] = []
+        refs: list[Ref] = []
+        for index, event in enumerate(batch.events):
+            result = response.results.add(index=index)
+            errors = undecodable.get(index)
+            if errors is None:
+                errors, ref = check_touchpoint(event, f"events[{index}]", self._limits, now_seconds)
+            if errors or ref is None:
+                result.errors.extend(
+                    pb.FieldError(field=e.field, message=e.message) for e in errors
                 )
                 continue
-            accepted.append(event)
-            results.append(
-                pb.TrackResult(
-                    index=index,
-                    accepted=True,
-                    event_id=event.event_id,
-                    customer_id=event.customer_id,
-                )
-            )
-        await self._publisher.publish(accepted)
-        return pb.BatchTrackResponse(
-            results=results,
-            accepted_count=len(accepted),
-            rejected_count=len(results) - len(accepted),
-        )
+            accepted.append((result, event))
+            refs.append(ref)
+        async with _dependencies():
+            customer_ids = await self._resolver.resolve_many(refs)
+            for (result, event), customer_id in zip(accepted, customer_ids, strict=True):
+                self._stamp(event, customer_id, received)
+                result.accepted = True
+                result.event_id = event.event_id
+                result.customer_id = customer_id
+            await self._publisher.publish([event for _, event in accepted])
+        response.accepted_count = len(accepted)
+        response.rejected_count = count - len(accepted)
+        return response
 
     async def Identify(
-        self,
-        request: pb.IdentifyRequest,
-        context: grpc.aio.ServicerContext[pb.IdentifyRequest, pb.IdentifyResponse],
+        self, request: pb.IdentifyRequest | Undecodable, context: Context
     ) -> pb.IdentifyResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "Identify arrives with identity resolution (issue #3)"
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(request.errors)
+        now_seconds, received = _now()
+        errors, checked = check_identify(request, self._limits, now_seconds)
+        if errors or checked is None:
+            raise InvalidArgument(errors)
+        occurred = request.occurred_at if request.HasField("occurred_at") else received
+        async with _dependencies():
+            outcome = await self._resolver.identify(checked.identity.customer_id, checked.claims)
+            target = outcome.customer_id
+            identity = identity_pb2.Identity()
+            identity.CopyFrom(checked.identity)
+            identity.customer_id = target
+            identified = touchpoint_pb2.Touchpoint(
+                event_id=request.event_id or str(ULID()),
+                customer=identity_pb2.CustomerRef(customer_id=target),
+                customer_id=target,
+                name=IDENTIFIED,
+                kind=touchpoint_pb2.TOUCHPOINT_KIND_IDENTIFY,
+                occurred_at=occurred,
+                received_at=received,
+                source=request.source,
+                identify=touchpoint_pb2.IdentifyDetail(identity=identity),
+            )
+            if request.HasField("traits"):
+                identified.identify.traits.CopyFrom(request.traits)
+            # MERGEs first: on the target's partition the processor folds the merged
+            # memory in before it applies the identities and traits.
+            merges = [_merge_touchpoint(m, target, occurred, received) for m in outcome.unpublished]
+            await self._publisher.publish([*merges, identified])
+            await self._resolver.merges_published(target, outcome.unpublished)
+        _log_outcome(outcome)
+        return pb.IdentifyResponse(
+            customer_id=target,
+            event_id=identified.event_id,
+            merged_customer_ids=[m.from_customer_id for m in outcome.merged],
+            created=outcome.created,
         )
+
+
+def _merge_touchpoint(
+    merge: Merge, into: str, occurred: Timestamp, received: Timestamp
+) -> touchpoint_pb2.Touchpoint:
+    return touchpoint_pb2.Touchpoint(
+        event_id=merge_event_id(merge.from_customer_id, into),
+        customer=identity_pb2.CustomerRef(customer_id=into),
+        customer_id=into,
+        name=MERGED,
+        kind=touchpoint_pb2.TOUCHPOINT_KIND_MERGE,
+        occurred_at=occurred,
+        received_at=received,
+        source=MERGE_SOURCE,
+        merge=touchpoint_pb2.IdentityMerge(
+            from_customer_id=merge.from_customer_id,
+            into_customer_id=into,
+            matched_by=KIND_ENUM.get(merge.matched_by, identity_pb2.IDENTITY_KIND_UNSPECIFIED),
+        ),
+    )
+
+
+def _log_outcome(outcome: IdentifyOutcome) -> None:
+    for merge in outcome.merged:
+        log.info(
+            "identity.merged",
+            from_customer_id=merge.from_customer_id,
+            into_customer_id=outcome.customer_id,
+            matched_by=merge.matched_by,
+        )
+
+
+def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> list[str]:
+    """Register `servicer` with the forgiving deserializers of `services.ingest.wire`.
+
+    Used instead of the generated `add_IngestServiceServicer_to_server`, whose deserializers
+    let a decode failure answer a status that names no field.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Track": grpc.unary_unary_rpc_method_handler(
+            servicer.Track,
+            request_deserializer=track_request,
+            response_serializer=pb.TrackResponse.SerializeToString,
+        ),
+        "BatchTrack": grpc.unary_unary_rpc_method_handler(
+            servicer.BatchTrack,
+            request_deserializer=batch_track_request,
+            response_serializer=pb.BatchTrackResponse.SerializeToString,
+        ),
+        "Identify": grpc.unary_unary_rpc_method_handler(
+            servicer.Identify,
+            request_deserializer=identify_request,
+            response_serializer=pb.IdentifyResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    return [SERVICE_NAME]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -10,40 +12,64 @@ from uuid import uuid4
 import grpc
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from enishi import kafka, topics
 from enishi.config import IngestSettings
+from enishi.devstack.ports import free_port
 from enishi.grpc_server import GrpcServer
+from enishi.identity import IdentityResolver
 from enishi.v1 import identity_pb2, touchpoint_pb2
 from enishi.v1 import ingest_service_pb2 as pb
 from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
 from services.ingest.publisher import TouchpointPublisher
-from services.ingest.servicer import IngestServicer
+from services.ingest.servicer import IngestServicer, add_to_server
+from services.ingest.validation import Limits
 from tests.conftest import LocalServers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def ingest(servers: LocalServers) -> AsyncIterator[grpc.aio.Channel]:
+@contextlib.asynccontextmanager
+async def running_ingest(
+    servers: LocalServers, **limits: int
+) -> AsyncIterator[tuple[grpc.aio.Channel, aioredis.Redis]]:
+    """An in-process ingest server on the real broker and Redis: a channel to it, and Redis."""
     settings = IngestSettings(
-        kafka_bootstrap=servers.kafka_bootstrap, grpc_host="127.0.0.1", grpc_port=0, metrics_port=0
+        kafka_bootstrap=servers.kafka_bootstrap,
+        redis_url=servers.redis_url,
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
     )
     producer = kafka.producer(settings)
+    redis = aioredis.Redis.from_url(servers.redis_url)
     await producer.start()
-    servicer = IngestServicer(TouchpointPublisher(producer), batch_max=10)
+    servicer = IngestServicer(
+        TouchpointPublisher(producer),
+        IdentityResolver(redis),
+        dataclasses.replace(Limits.from_settings(settings), **limits),
+    )
 
     def add(server: grpc.aio.Server) -> list[str]:
-        pb_grpc.add_IngestServiceServicer_to_server(servicer, server)
-        return ["enishi.v1.IngestService"]
+        return add_to_server(servicer, server)
 
     server = GrpcServer(settings, "ingest", add, on_shutdown=producer.stop)
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield channel, redis
+    finally:
+        await server.stop(0)
+        await redis.aclose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def ingest(servers: LocalServers) -> AsyncIterator[grpc.aio.Channel]:
+    async with running_ingest(servers, batch_max=10) as (channel, _):
         yield channel
-    await server.stop(0)
 
 
 async def _consume_for(bootstrap: str, customer_id: str, count: int) -> list[Any]:
@@ -123,3 +149,66 @@ async def test_health_answers_serving(ingest: grpc.aio.Channel) -> None:
     stub: Any = health_pb2_grpc.HealthStub(ingest)
     reply = await stub.Check(health_pb2.HealthCheckRequest(service="enishi.v1.IngestService"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _raw(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    """A client that sends bytes as they are, to reach the server with what no stub can build."""
+    return channel.unary_unary(f"/enishi.v1.IngestService/{method}")
+
+
+async def test_invalid_utf8_in_a_string_field_is_invalid_argument_naming_it(
+    ingest: grpc.aio.Channel,
+) -> None:
+    good = pb.TrackRequest(event=_event(f"c-{uuid4()}")).SerializeToString()
+    bad = good.replace(b"order.completed", b"order.\xffompleted")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _raw(ingest, "Track")(bad)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("event.name: not valid UTF-8")
+
+
+async def test_an_undecodable_batch_item_is_rejected_alone(
+    ingest: grpc.aio.Channel, servers: LocalServers
+) -> None:
+    customer = f"c-{uuid4()}"
+    event = _event(customer)
+    event.props.update({"cart": {"note": "placeholder"}})
+    request = pb.BatchTrackRequest(events=[_event(customer), event])
+    bad = request.SerializeToString().replace(b"placeholder", b"place\xc3\x28lder")
+    reply = pb.BatchTrackResponse.FromString(await _raw(ingest, "BatchTrack")(bad))
+    assert [r.accepted for r in reply.results] == [True, False]
+    assert reply.results[1].errors[0].field == "events[1].props.cart.note"
+    [record] = await _consume_for(servers.kafka_bootstrap, customer, 1)
+    assert touchpoint_pb2.Touchpoint.FromString(record.value).event_id == reply.results[0].event_id
+
+
+async def test_an_empty_or_oversized_batch_fails_whole_naming_events(
+    ingest: grpc.aio.Channel,
+) -> None:
+    stub = pb_grpc.IngestServiceStub(ingest)
+    for count in (0, 11):
+        events = [_event(f"c-{uuid4()}") for _ in range(count)]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.BatchTrack(pb.BatchTrackRequest(events=events))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (caught.value.details() or "").startswith("events:")
+
+
+async def test_an_anonymous_visitor_gets_a_minted_customer_id(ingest: grpc.aio.Channel) -> None:
+    stub = pb_grpc.IngestServiceStub(ingest)
+    ref = identity_pb2.CustomerRef(anonymous_id=f"device-{uuid4()}")
+    event = touchpoint_pb2.Touchpoint(customer=ref, name="page.viewed")
+    first = await stub.Track(pb.TrackRequest(event=event))
+    second = await stub.Track(pb.TrackRequest(event=event))
+    assert first.customer_id == second.customer_id
+    assert first.customer_id.startswith("c_") and len(first.customer_id) == 28
+
+
+async def test_track_answers_unavailable_when_redis_is_down(servers: LocalServers) -> None:
+    down = dataclasses.replace(servers, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with running_ingest(down) as (channel, _):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.IngestServiceStub(channel).Track(
+                pb.TrackRequest(event=_event("c-1")), timeout=30
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
