@@ -91,3 +91,31 @@ MEMORY_PARTS: Final = (
 def memory_keys(customer_id: str) -> tuple[str, ...]:
     """Every key of one customer's memory, in MEMORY_PARTS order."""
     return tuple(customer(customer_id, part) for part in MEMORY_PARTS)
+
+
+# -- journeys (the registry writes definitions and the trigger index) --------------------
+
+JOURNEY_IDS: Final = f"{PREFIX}:journeys"
+"""SET of every registered journey id."""
+
+TRIGGER_INDEX: Final = f"{PREFIX}:triggers"
+"""HASH event name -> JSON list of live trigger entries (docs/journey-runtime.md)."""
+
+TRIGGER_INDEX_REVISION: Final = f"{PREFIX}:triggers:rev"
+"""STRING counter, incremented on every trigger index change; readers cache per revision."""
+
+
+def journey_versions(journey_id: str) -> str:
+    """HASH version number -> JourneyDefinition protobuf bytes (immutable once written)."""
+    return f"{PREFIX}:journey:{journey_id}:versions"
+
+
+def journey_state(journey_id: str) -> str:
+    """HASH status, live_version, latest_version, updated_at, designer of the last change."""
+    return f"{PREFIX}:journey:{journey_id}:state"
+
+
+# -- enrollments (one customer's journey bookkeeping shares the customer's hash tag) ------
+
+AWAITS: Final = "awaits"  # HASH journey_id -> JSON list of event names the enrollment awaits
+ENROLLMENTS: Final = "enrollments"  # HASH journey_id -> JSON {count, last_at, active}

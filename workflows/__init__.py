@@ -1,0 +1,1 @@
+"""Temporal workflows (deterministic code only) and their activities (in their own modules)."""

@@ -1,0 +1,115 @@
+"""The journey runtime contract: what the stream processor, the worker and the registry agree on.
+
+Workflow ids, the task queue, signal and query names, and the typed payloads that cross the
+Temporal boundary. Payloads are frozen dataclasses so fields can be added (with defaults)
+without breaking running histories. Imported by workflow code: no I/O, no side effects.
+Documented in docs/journey-runtime.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+TASK_QUEUE: Final = "enishi-journeys"
+WORKFLOW_ID_PREFIX: Final = "journey"
+
+SIGNAL_TOUCHPOINT: Final = "touchpoint"
+"""Signal carrying an `EventSignal`: the trigger (with start) or an event the enrollment awaits."""
+SIGNAL_CANCEL: Final = "cancel"
+"""Signal carrying a `CancelSignal`: the designer paused/archived with policy CANCEL."""
+SIGNAL_MIGRATE: Final = "migrate"
+"""Signal carrying a `MigrateSignal`: move to another version at the next safe point."""
+QUERY_CURRENT_STEP: Final = "current_step"
+QUERY_STEPS_TAKEN: Final = "steps_taken"
+
+
+def workflow_id(journey_id: str, customer_id: str) -> str:
+    """One live enrollment per (journey, customer): `journey:{journey_id}:{customer_id}`."""
+    return f"{WORKFLOW_ID_PREFIX}:{journey_id}:{customer_id}"
+
+
+def parse_workflow_id(value: str) -> tuple[str, str]:
+    """(journey_id, customer_id) of a journey workflow id."""
+    prefix, journey_id, customer_id = value.split(":", 2)
+    if prefix != WORKFLOW_ID_PREFIX or not journey_id or not customer_id:
+        raise ValueError(f"workflow_id: not a journey workflow id: {value!r}")
+    return journey_id, customer_id
+
+
+def dispatch_id(workflow_id: str, enrollment: int, step_id: str, visit: int) -> str:
+    """Deterministic dispatch id (design §6): the same send, retried or replayed, has one id.
+
+    `enrollment` counts the customer's enrollments in this journey (re-entry makes new ones),
+    `visit` counts how often this enrollment reached `step_id` (loops).
+    """
+    material = f"{workflow_id}\x1f{enrollment}\x1f{step_id}\x1f{visit}".encode()
+    return "d_" + hashlib.sha256(material).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class EventSignal:
+    """A touchpoint as a workflow sees it: enough to evaluate CEL filters and branch on it."""
+
+    event_id: str
+    name: str
+    occurred_at: str  # ISO 8601, UTC
+    customer_id: str
+    props: dict[str, Any] = field(default_factory=dict)
+    kind: str = "event"  # TouchpointKind name in lower case, e.g. "event", "receipt"
+    traceparent: str = ""
+
+
+@dataclass(frozen=True)
+class JourneyInput:
+    """How an enrollment starts (signal-with-start input) or resumes after continue-as-new."""
+
+    journey_id: str
+    version: int
+    customer_id: str
+    enrollment: int = 1
+    holdout: bool = False
+    state: JourneyState | None = None  # set only by continue-as-new
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step an enrollment took, for the `steps_taken` query and analytics."""
+
+    step_id: str
+    kind: str
+    at: str  # ISO 8601, UTC (workflow time)
+    outcome: str  # e.g. "sent:line", "skipped:no_consent", "deferred:quiet_hours", "branch:else"
+
+
+@dataclass(frozen=True)
+class JourneyState:
+    """What continue-as-new carries: position, counters, recent history (bounded)."""
+
+    current_step: str
+    trigger: EventSignal | None
+    visits: dict[str, int] = field(default_factory=dict)
+    steps_taken: tuple[StepRecord, ...] = ()
+    started_at: str = ""
+    goal_deadline: str = ""  # ISO 8601; empty when the journey has no goal window
+
+
+@dataclass(frozen=True)
+class CancelSignal:
+    reason: str
+
+
+@dataclass(frozen=True)
+class MigrateSignal:
+    to_version: int
+    step_map: dict[str, str]  # old step id -> new step id
+
+
+@dataclass(frozen=True)
+class JourneyOutcome:
+    """How an enrollment ended."""
+
+    status: str  # "completed" | "converted" | "exited" | "cancelled"
+    reason: str = ""
+    last_step: str = ""
