@@ -24,6 +24,16 @@ SIGNAL_MIGRATE: Final = "migrate"
 QUERY_CURRENT_STEP: Final = "current_step"
 QUERY_STEPS_TAKEN: Final = "steps_taken"
 
+# Search attributes the workflow upserts, so the registry can count who waits where
+# (PlanMigration, stats) through Temporal visibility. Registered on the dev server by
+# `enishi dev up` and by the namespace job in production.
+SEARCH_ATTRIBUTES: Final = {
+    "EnishiJourneyId": "Keyword",
+    "EnishiJourneyVersion": "Int",
+    "EnishiStep": "Keyword",
+    "EnishiCustomerId": "Keyword",
+}
+
 
 def workflow_id(journey_id: str, customer_id: str) -> str:
     """One live enrollment per (journey, customer): `journey:{journey_id}:{customer_id}`."""
@@ -93,6 +103,36 @@ class JourneyState:
     steps_taken: tuple[StepRecord, ...] = ()
     started_at: str = ""
     goal_deadline: str = ""  # ISO 8601; empty when the journey has no goal window
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """Input of the send activity: one `send` step of one enrollment."""
+
+    workflow_id: str
+    journey_id: str
+    version: int
+    step_id: str
+    customer_id: str
+    dispatch_id: str
+    channel: str  # a channel name, or "preferred"
+    fallback: tuple[str, ...]
+    template_id: str
+    on_quiet_hours: str  # "defer" | "skip"
+    trigger_event_id: str
+    designer: str
+    now: str  # workflow time, ISO 8601 UTC: caps windows and quiet hours are judged at it
+    holdout: bool = False
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What the send activity did: sent on a channel, skipped with a reason, or deferred."""
+
+    status: str  # "sent" | "skipped" | "deferred"
+    channel: str = ""
+    reason: str = ""  # SkipReason name in lower case, e.g. "no_consent", "quiet_hours"
+    retry_at: str = ""  # deferred only: ISO 8601 UTC time to try again
 
 
 @dataclass(frozen=True)

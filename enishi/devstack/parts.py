@@ -10,6 +10,7 @@ from typing import Literal
 from enishi.catalog import SERVICES
 from enishi.config import DevStackSettings
 from enishi.devstack import binaries, probes
+from workflows.contract import SEARCH_ATTRIBUTES
 
 LOOPBACK = "127.0.0.1"
 
@@ -106,6 +107,7 @@ def server_parts(settings: DevStackSettings) -> list[Part]:
                 str(data / "temporal.db"),
                 "--log-level",
                 "warn",
+                *_search_attribute_flags(),
             ),
             ports=(
                 Port(settings.temporal_port, "grpc", "ENISHI_DEV_TEMPORAL_PORT"),
@@ -133,6 +135,13 @@ def server_parts(settings: DevStackSettings) -> list[Part]:
             probe=lambda: probes.redis_ping(url),
         ),
     ]
+
+
+def _search_attribute_flags() -> list[str]:
+    flags: list[str] = []
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        flags += ["--search-attribute", f"{name}={kind}"]
+    return flags
 
 
 def service_parts(settings: DevStackSettings) -> list[Part]:

@@ -10,7 +10,7 @@ from enishi.config import IngestSettings
 from enishi.grpc_server import GrpcServer
 from enishi.identity import IdentityResolver
 from enishi.process import run
-from services.ingest.publisher import TouchpointPublisher
+from enishi.touchpoints import TouchpointPublisher
 from services.ingest.servicer import IngestServicer, add_to_server
 from services.ingest.validation import Limits
 

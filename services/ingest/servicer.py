@@ -18,10 +18,10 @@ from ulid import ULID
 
 from enishi.errors import FieldError, InvalidArgument, Unavailable
 from enishi.identity import KIND_ENUM, IdentifyOutcome, IdentityResolver, Merge, Ref
+from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import identity_pb2, touchpoint_pb2
 from enishi.v1 import ingest_service_pb2 as pb
 from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
-from services.ingest.publisher import TouchpointPublisher
 from services.ingest.validation import Limits, check_identify, check_touchpoint
 from services.ingest.wire import (
     PartialBatch,

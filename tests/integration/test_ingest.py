@@ -21,10 +21,10 @@ from enishi.config import IngestSettings
 from enishi.devstack.ports import free_port
 from enishi.grpc_server import GrpcServer
 from enishi.identity import IdentityResolver
+from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import identity_pb2, touchpoint_pb2
 from enishi.v1 import ingest_service_pb2 as pb
 from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
-from services.ingest.publisher import TouchpointPublisher
 from services.ingest.servicer import IngestServicer, add_to_server
 from services.ingest.validation import Limits
 from tests.conftest import LocalServers

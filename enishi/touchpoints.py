@@ -1,4 +1,8 @@
-"""Writes accepted touchpoints to Kafka `touchpoints`, keyed by canonical customer id."""
+"""Publishes touchpoints to Kafka `touchpoints`, keyed by canonical customer id.
+
+Shared by every producer of touchpoints: ingest, the customer service (preferences), the
+journey worker (skips, trait updates) and channel services (receipts).
+"""
 
 from __future__ import annotations
 
