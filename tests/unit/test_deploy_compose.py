@@ -346,3 +346,11 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".tools", ".enishi", "tests"} <= ignored
     assert not {"enishi", "services", "workflows", "uv.lock", "pyproject.toml"} & ignored
+
+
+def test_namespace_job_registers_every_workflow_search_attribute() -> None:
+    from workflows.contract import SEARCH_ATTRIBUTES
+
+    script = (ROOT / "deploy" / "compose" / "temporal" / "create-namespace.sh").read_text()
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        assert f"{name}={kind}" in script
