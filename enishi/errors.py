@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import grpc
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from temporalio.service import RPCError, RPCStatusCode
 
 # Status details travel in HTTP/2 trailers, and peers reject metadata above ~8 KiB by
 # default; a batch with thousands of bad events must still produce a readable answer.
@@ -133,6 +137,23 @@ class Unavailable(EnishiError):
     """A dependency (Kafka, Redis, Temporal) is down; the caller should retry with backoff."""
 
     status_code = grpc.StatusCode.UNAVAILABLE
+
+
+def dependency_error(exc: BaseException) -> Unavailable | None:
+    """`exc` as UNAVAILABLE when it says Redis, Kafka or Temporal cannot be reached, else None.
+
+    The gRPC interceptor applies this to every handler, so no service wraps its own calls.
+    """
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return Unavailable("customer memory (Redis) unavailable; retry with backoff")
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | NodeNotReadyError):
+        return Unavailable("Kafka unavailable; retry with backoff")
+    if isinstance(exc, RPCError) and exc.status in (
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+    ):
+        return Unavailable("Temporal unavailable; retry with backoff")
+    return None
 
 
 class PortInUseError(RuntimeError):

@@ -32,6 +32,7 @@ from enishi.errors import (
     EnishiError,
     InvalidArgument,
     PortInUseError,
+    dependency_error,
 )
 from enishi.http_endpoint import MetricsEndpoint, ReadinessCheck
 
@@ -96,6 +97,11 @@ class _Call:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc  # the handler chose its status with context.abort(); keep it
         metadata = ((REQUEST_ID_KEY, self.request_id),)
+        if not isinstance(exc, EnishiError):
+            unavailable = dependency_error(exc)
+            if unavailable is not None:
+                log.warning("grpc.dependency_unavailable", method=self.method, error=repr(exc))
+                exc = unavailable
         if isinstance(exc, EnishiError):
             self.code = exc.status_code
             self.error = type(exc).__name__

@@ -21,6 +21,7 @@ import grpc
 import grpc.aio
 import pytest
 import pytest_asyncio
+import redis.exceptions
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client import REGISTRY
@@ -73,6 +74,9 @@ class Echo:
     async def crash(self, request: bytes, context: Context) -> bytes:
         raise RuntimeError("bug while handling hanako@example.jp")
 
+    async def redis_down(self, request: bytes, context: Context) -> bytes:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to localhost:6379")
+
     async def refuse(self, request: bytes, context: Context) -> bytes:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, "designers only")
 
@@ -93,6 +97,7 @@ class Echo:
             "Invalid": self.invalid,
             "Missing": self.missing,
             "Crash": self.crash,
+            "RedisDown": self.redis_down,
             "Refuse": self.refuse,
             "Slow": self.slow,
         }
@@ -240,6 +245,16 @@ async def test_unexpected_exception_is_internal_with_a_correlation_id_and_servin
     assert "RuntimeError: bug while handling [email]" in error["exception"]
     (call,) = calls(json_lines(), "Crash")
     assert (call["code"], call["level"], call["error"]) == ("INTERNAL", "error", "RuntimeError")
+
+
+async def test_a_dependency_that_is_down_answers_unavailable_not_internal(
+    served: Served,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.unary("RedisDown")(b"")
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "Redis" in (caught.value.details() or "")
 
 
 async def test_context_abort_in_a_handler_passes_through_untouched(served: Served) -> None:
