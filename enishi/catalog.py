@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from enishi.config import CommonSettings, GrpcServiceSettings, IngestSettings, StreamSettings
+from enishi.config import (
+    CommonSettings,
+    CustomersSettings,
+    GrpcServiceSettings,
+    IngestSettings,
+    RegistrySettings,
+    StreamSettings,
+    WorkerSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,9 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(name="ingest", module="services.ingest", settings=IngestSettings),
     ServiceSpec(name="stream", module="services.stream", settings=StreamSettings),
+    ServiceSpec(name="registry", module="services.registry", settings=RegistrySettings),
+    ServiceSpec(name="customers", module="services.customers", settings=CustomersSettings),
+    ServiceSpec(name="worker", module="services.worker", settings=WorkerSettings),
 )
 
 

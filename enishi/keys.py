@@ -119,3 +119,58 @@ def journey_state(journey_id: str) -> str:
 
 AWAITS: Final = "awaits"  # HASH journey_id -> JSON list of event names the enrollment awaits
 ENROLLMENTS: Final = "enrollments"  # HASH journey_id -> JSON {count, last_at, active}
+
+
+# -- sending (the send activity's frequency caps, one customer's hash tag) ----------------
+
+
+def cap_day(customer_id: str, local_day: str) -> str:
+    """HASH `*` -> messages reserved that local day (YYYY-MM-DD), `<channel>` -> per channel."""
+    return customer(customer_id, f"cap:d:{local_day}")
+
+
+def cap_week(customer_id: str, local_week: str) -> str:
+    """STRING: messages reserved in that local ISO week (`YYYY-Www`)."""
+    return customer(customer_id, f"cap:w:{local_week}")
+
+
+def cap_reservation(customer_id: str, dispatch_id: str) -> str:
+    """STRING: the channel `dispatch_id` reserved caps on (a retried send counts once)."""
+    return customer(customer_id, f"cap:r:{dispatch_id}")
+
+
+# -- triggers (the stream processor keeps these; docs/journey-runtime.md) -----------------
+
+CONDITIONS: Final = "conditions"  # HASH journey_id -> "1"/"0": last value of its @condition
+
+
+def journey_enrollments_total(journey_id: str) -> str:
+    """STRING counter: enrollments ever made in `journey_id` (all versions), for its cap."""
+    return f"{PREFIX}:journey:{journey_id}:enrolled"
+
+
+# -- channels (channel services and the provider sandbox; docs/channels.md) ---------------
+
+
+def delivery(channel: str, dispatch_id: str) -> str:
+    """STRING: the delivery record of one dispatch (`inflight`, or `done` with its receipt)."""
+    return f"{PREFIX}:delivery:{channel}:{dispatch_id}"
+
+
+def rate_bucket(provider: str) -> str:
+    """HASH tokens, ts (ms): the token bucket every instance of one provider adapter shares."""
+    return f"{PREFIX}:ratelimit:{provider}"
+
+
+def line_last_dispatch(line_user_id: str) -> str:
+    """STRING: the newest LINE dispatch to a user (a reply is linked to it), 7 days."""
+    return f"{PREFIX}:line:last:{line_user_id}"
+
+
+SANDBOX_LEDGER: Final = f"{PREFIX}:sandbox:ledger"
+"""LIST of JSON entries: every delivery the provider sandbox accepted, oldest first."""
+
+
+def sandbox_idempotency(provider: str, key: str) -> str:
+    """STRING: the sandbox's provider message id for an idempotency key (its dedupe)."""
+    return f"{PREFIX}:sandbox:idem:{provider}:{key}"

@@ -59,3 +59,48 @@ STREAM_BATCH_SECONDS: Final = Histogram(
     "Time to apply one consumed batch: decode, Redis writes, dead letters, hook.",
     buckets=LATENCY_BUCKETS,
 )
+
+TEMPORAL_CALLS: Final = Counter(
+    "enishi_temporal_calls",
+    "Calls the stream processor made to Temporal, by kind (signal_with_start, signal). "
+    "Events no journey triggers on or awaits make none.",
+    ("kind",),
+)
+"""Exported as `enishi_temporal_calls_total`."""
+
+TRIGGER_DECISIONS: Final = Counter(
+    "enishi_trigger_decisions",
+    "Journey trigger entries matched by an event's name, by what became of them (enrolled, "
+    "holdout, resumed, filtered, error, active, reentry_blocked, cap, duplicate).",
+    ("outcome",),
+)
+"""Exported as `enishi_trigger_decisions_total`."""
+
+CHANNEL_DISPATCHES: Final = Counter(
+    "enishi_channel_dispatches",
+    "Dispatch records a channel service consumed, by channel and outcome (sent, failed, "
+    "expired, duplicate, dead_lettered).",
+    ("channel", "outcome"),
+)
+"""Exported as `enishi_channel_dispatches_total`."""
+
+CHANNEL_ATTEMPTS: Final = Counter(
+    "enishi_channel_attempts",
+    "Provider calls by channel, provider and result (sent, transient, permanent).",
+    ("channel", "provider", "result"),
+)
+"""Exported as `enishi_channel_attempts_total`."""
+
+CHANNEL_SEND_SECONDS: Final = Histogram(
+    "enishi_channel_send_seconds",
+    "Time of one provider call, by channel.",
+    ("channel",),
+    buckets=LATENCY_BUCKETS,
+)
+
+CHANNEL_RATE_LIMITED_SECONDS: Final = Counter(
+    "enishi_channel_rate_limited_seconds",
+    "Seconds deliveries waited for the shared provider token bucket, by provider.",
+    ("provider",),
+)
+"""Exported as `enishi_channel_rate_limited_seconds_total`."""

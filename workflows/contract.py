@@ -81,6 +81,7 @@ class JourneyInput:
     enrollment: int = 1
     holdout: bool = False
     state: JourneyState | None = None  # set only by continue-as-new
+    max_steps_per_run: int = 0  # continue-as-new after this many steps (0: when Temporal suggests)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,12 @@ class JourneyState:
     steps_taken: tuple[StepRecord, ...] = ()
     started_at: str = ""
     goal_deadline: str = ""  # ISO 8601; empty when the journey has no goal window
+    wake_at: str = ""  # ISO 8601: when the wait the enrollment sits in ends (kept, not recomputed)
+    last_event: EventSignal | None = None  # the last event waited for (`event` in branches)
+    variant: str = ""  # the split arm taken last (the dispatch's why)
+    awaiting: tuple[str, ...] = ()  # the event names last written to the awaits hash
+    seen_event_ids: tuple[str, ...] = ()  # recent event ids, for dedupe across runs
+    pending_events: tuple[EventSignal, ...] = ()  # received, not yet handled
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,9 @@ class SendRequest:
     designer: str
     now: str  # workflow time, ISO 8601 UTC: caps windows and quiet hours are judged at it
     holdout: bool = False
+    variant: str = ""  # the split arm the customer is in, for the dispatch's why
+    trigger: EventSignal | None = None  # the enrolling event: `trigger` in templates
+    event: EventSignal | None = None  # the last event waited for: `event` in templates
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from enishi.cli import demo, dev, journey
+from enishi.cli import customer, demo, dev, journey
 
 app = typer.Typer(
     name="enishi",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(journey.app, name="journey")
+app.add_typer(customer.app, name="customer")
 app.command(name="demo")(demo.demo)
 
 

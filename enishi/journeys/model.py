@@ -867,9 +867,17 @@ class Journey(_Model):
 
     def in_holdout(self, customer_id: str) -> bool:
         """Whether the customer is in the holdout group (stable across versions)."""
-        if self.holdout <= 0:
-            return False
-        return _hash64(self.id, "holdout", customer_id) < self.holdout * 2**64
+        return in_holdout(self.id, self.holdout, customer_id)
+
+
+def in_holdout(journey_id: str, holdout: float, customer_id: str) -> bool:
+    """Whether `customer_id` is in the `holdout` share of `journey_id`: the one hashing rule.
+
+    The stream processor calls it with the share from the trigger index (it has no `Journey`).
+    """
+    if holdout <= 0:
+        return False
+    return _hash64(journey_id, "holdout", customer_id) < holdout * 2**64
 
 
 def _hash64(*parts: str) -> int:

@@ -1,8 +1,9 @@
-"""Wires the stream processor: settings → Redis, Kafka consumer and producer → the loop."""
+"""Wires the stream processor: settings → Redis, Temporal, Kafka → the loop with its hook."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from temporalio.client import Client
 
 from enishi import kafka
 from enishi.config import StreamSettings
@@ -11,6 +12,8 @@ from enishi.memory.model import Retention
 from enishi.memory.writer import MemoryWriter
 from enishi.process import run
 from services.stream.app import StreamProcessor, consume, consumer_for
+from services.stream.journey_calls import TemporalJourneyCalls
+from services.stream.triggers import JourneyTriggers
 
 
 async def main() -> None:
@@ -29,19 +32,24 @@ async def main() -> None:
         if settings.metrics_port:
             await endpoint.start()
         await redis.ping()
+        # Lazy: memory keeps flowing while Temporal is away; only a batch with an event a
+        # journey cares about needs it (and is retried until it is back).
+        temporal = await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
+        )
         await producer.start()
         await consumer.start()
         running = True
-        processor = StreamProcessor(
-            MemoryWriter(
-                redis,
-                Retention(
-                    timeline_max=settings.memory_timeline_max,
-                    dedupe_window=settings.memory_dedupe_window,
-                ),
+        writer = MemoryWriter(
+            redis,
+            Retention(
+                timeline_max=settings.memory_timeline_max,
+                dedupe_window=settings.memory_dedupe_window,
             ),
-            producer,
         )
+        calls = TemporalJourneyCalls(temporal, concurrency=settings.stream_temporal_concurrency)
+        hook = JourneyTriggers(redis, calls, resolve=writer.resolve)
+        processor = StreamProcessor(writer, producer, hook=hook)
         await consume(
             consumer,
             processor,

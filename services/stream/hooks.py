@@ -29,3 +29,14 @@ class BatchHook(Protocol):
     async def on_applied(self, batch: AppliedBatch) -> None:
         """React to a batch; raising makes the batch (and this call) be retried."""
         ...
+
+
+class Hooks:
+    """Several hooks run in order as one (the first to raise stops the rest and the batch)."""
+
+    def __init__(self, *hooks: BatchHook) -> None:
+        self._hooks = hooks
+
+    async def on_applied(self, batch: AppliedBatch) -> None:
+        for hook in self._hooks:
+            await hook.on_applied(batch)

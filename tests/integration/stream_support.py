@@ -17,7 +17,7 @@ from enishi.memory import model
 from enishi.memory.writer import MemoryWriter
 from enishi.v1 import touchpoint_pb2
 from services.stream.app import StreamProcessor, consume, consumer_for
-from services.stream.hooks import AppliedBatch
+from services.stream.hooks import AppliedBatch, BatchHook
 
 
 def unique(prefix: str) -> str:
@@ -88,7 +88,7 @@ async def running_processor(
     redis: Redis,
     topic: str,
     *,
-    hook: RecordingHook | None = None,
+    hook: BatchHook | None = None,
     retention: model.Retention | None = None,
 ) -> AsyncIterator[None]:
     """The stream processor consuming `topic` in this process, with its own group."""

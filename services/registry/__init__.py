@@ -1,0 +1,1 @@
+"""JourneyRegistry: immutable versioned journey definitions, their status and the trigger index."""

@@ -1,0 +1,38 @@
+"""Wires the registry: settings → Redis, Temporal client → gRPC server. Nothing else."""
+
+from __future__ import annotations
+
+import grpc
+import redis.asyncio as aioredis
+from temporalio.client import Client
+
+from enishi.config import RegistrySettings
+from enishi.grpc_server import GrpcServer
+from enishi.process import run
+from services.registry.enrollments import Enrollments
+from services.registry.servicer import JourneyRegistryServicer, add_to_server
+from services.registry.store import JourneyStore
+
+
+async def main() -> None:
+    settings = RegistrySettings()
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    # Lazy: the registry serves definitions while Temporal is still starting; calls that
+    # need Temporal answer UNAVAILABLE until it is reachable.
+    temporal = await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
+    )
+    store = JourneyStore(redis)
+    servicer = JourneyRegistryServicer(store, Enrollments(temporal))
+
+    def add_servicers(server: grpc.aio.Server) -> list[str]:
+        return add_to_server(servicer, server)
+
+    server = GrpcServer(
+        settings, "registry", add_servicers, on_shutdown=redis.aclose, ready=store.ping
+    )
+    await server.serve()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main, settings=RegistrySettings(), service="registry"))

@@ -1,0 +1,403 @@
+"""Journey triggers and event routing: the stream processor's `BatchHook`.
+
+Per batch (docs/stream.md "Triggers and routing"): one pipelined Redis read (the trigger
+index revision, and per customer its alias, `awaits` and, when an event of theirs names a
+trigger, `enrollments`); then, only for events a journey triggers on or an enrollment
+awaits, CEL filters, enrollment records and Temporal calls. Customers run concurrently, each
+customer's events in order. An event nobody cares about costs no Temporal call and no Redis
+round trip beyond the batch's one read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from google.protobuf import json_format
+from redis.asyncio import Redis
+
+from enishi import keys
+from enishi.journeys import conditions
+from enishi.journeys.context import customer_variables, event_variables
+from enishi.journeys.model import in_holdout
+from enishi.memory.reader import MemoryReader
+from enishi.memory.writer import MemoryWriter
+from enishi.metrics import TRIGGER_DECISIONS
+from enishi.v1 import touchpoint_pb2
+from services.stream.enrollments import STARTS, EnrollmentStore, Outcome, decide, load
+from services.stream.hooks import AppliedBatch
+from services.stream.journey_calls import JourneyCalls
+from services.stream.trigger_index import TriggerEntry, TriggerIndex, TriggerIndexCache
+from workflows import contract
+
+log = structlog.get_logger(__name__)
+
+Resolve = Callable[[Iterable[str]], Awaitable[dict[str, str]]]
+
+# Compare-and-delete: drop a stale `awaits` field only if it still holds what we read, so a
+# new enrollment's fresh entry (written by the worker meanwhile) survives.
+_DROP_AWAIT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+class CustomerContexts(Protocol):
+    """Loads `customer` CEL variables for customers whose triggers need them."""
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+
+
+class MemoryContexts:
+    """`customer` variables from the memory reader, the customers read concurrently."""
+
+    def __init__(self, reader: MemoryReader) -> None:
+        self._reader = reader
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        ids = list(customer_ids)
+        views = await asyncio.gather(*(self._reader.customer(cid, timeline_limit=0) for cid in ids))
+        return {cid: customer_variables(cid, view) for cid, view in zip(ids, views, strict=True)}
+
+
+@dataclass
+class _Customer:
+    """One customer's share of a batch, and what the batch's read found about them."""
+
+    customer_id: str
+    events: list[touchpoint_pb2.Touchpoint]
+    awaits: dict[str, frozenset[str]] = field(default_factory=dict)
+    awaits_raw: dict[str, bytes] = field(default_factory=dict)
+    enrollments: dict[str, dict[str, Any] | None] | None = None
+    """Journey -> record as read with the batch; None when not read (decide in Redis)."""
+    conditions: dict[str, bool] = field(default_factory=dict)
+    """Journey -> the last value of its condition trigger for this customer."""
+
+
+class JourneyTriggers:
+    """Finds the journeys each touchpoint triggers or is awaited by, and tells Temporal."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        calls: JourneyCalls,
+        *,
+        index: TriggerIndexCache | None = None,
+        store: EnrollmentStore | None = None,
+        contexts: CustomerContexts | None = None,
+        resolve: Resolve | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._calls = calls
+        self._index = index or TriggerIndexCache(redis)
+        self._store = store or EnrollmentStore(redis)
+        self._contexts = contexts or MemoryContexts(MemoryReader(redis))
+        self._resolve = resolve or MemoryWriter(redis).resolve
+        self._clock = clock
+        self._drop_await = redis.register_script(_DROP_AWAIT)
+
+    async def on_applied(self, batch: AppliedBatch) -> None:
+        # Duplicates first: they are redeliveries of events older than the batch's new ones.
+        touchpoints = _unique([*batch.duplicates, *batch.applied])
+        if not touchpoints:
+            return
+        customers, index = await self._read(touchpoints)
+        # Condition triggers watch every customer whose memory changed; event triggers and
+        # awaits only the customers with an event someone cares about.
+        work = customers if index.conditions else [c for c in customers if _has_work(c, index)]
+        if not work:
+            return
+        needing = {
+            c.customer_id
+            for c in work
+            if index.conditions
+            or any(e.uses_customer for tp in c.events for e in index.entries(tp.name))
+        }
+        contexts = await self._contexts.load(needing) if needing else {}
+        if index.conditions:
+            await self._read_condition_values(work)
+        now_ms = int(self._clock() * 1000)
+        results = await asyncio.gather(
+            *(self._customer(c, index, contexts.get(c.customer_id), now_ms) for c in work),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            log.error("triggers.batch_failed", failures=len(failures), error=repr(failures[0]))
+            # Not committed → redelivered as duplicates → enrollment records make the retry
+            # resume the starts that did not happen and skip those that did.
+            raise failures[0]
+
+    async def _read(
+        self, touchpoints: Sequence[touchpoint_pb2.Touchpoint]
+    ) -> tuple[list[_Customer], TriggerIndex]:
+        """The batch's one pipelined read (a second one only for merged ids, rare)."""
+        by_id: dict[str, list[touchpoint_pb2.Touchpoint]] = {}
+        for tp in touchpoints:
+            by_id.setdefault(tp.customer_id, []).append(tp)
+        cached = self._index.current
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.TRIGGER_INDEX_REVISION)
+            for cid, events in by_id.items():
+                pipe.get(keys.alias(cid))
+                _queue_customer_reads(pipe, cid, _names_triggers(events, cached))
+            results = await pipe.execute()
+        index = await self._index.refresh(results[0])
+        customers: dict[str, _Customer] = {}
+        aliased: list[str] = []
+        position = 1
+        for cid, events in by_id.items():
+            alias = results[position]
+            position += 1
+            reads = 2 if _names_triggers(events, cached) else 1
+            if alias is not None:
+                aliased.append(cid)
+            else:
+                customers[cid] = _customer(cid, events, results[position : position + reads])
+            position += reads
+        if aliased:
+            await self._read_aliased(aliased, by_id, customers)
+        order = {tp.event_id: n for n, tp in enumerate(touchpoints)}
+        for customer in customers.values():
+            customer.events.sort(key=lambda tp: order[tp.event_id])
+        return list(customers.values()), index
+
+    async def _read_aliased(
+        self,
+        aliased: list[str],
+        by_id: Mapping[str, list[touchpoint_pb2.Touchpoint]],
+        customers: dict[str, _Customer],
+    ) -> None:
+        # Events of an id merged away while they were in flight: the memory applied them to
+        # the survivor, so journeys must see them as the survivor's too.
+        targets = await self._resolve(aliased)
+        fresh = sorted({targets[cid] for cid in aliased} - customers.keys())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for target in fresh:
+                _queue_customer_reads(pipe, target, True)
+            results = await pipe.execute()
+        for n, target in enumerate(fresh):
+            customers[target] = _customer(target, [], results[2 * n : 2 * n + 2])
+        for cid in aliased:
+            customers[targets[cid]].events.extend(by_id[cid])
+
+    async def _customer(
+        self,
+        customer: _Customer,
+        index: TriggerIndex,
+        context: dict[str, Any] | None,
+        now_ms: int,
+    ) -> None:
+        for tp in customer.events:
+            signal = event_signal(tp, customer.customer_id)
+            started: set[str] = set()
+            entries = index.entries(tp.name)
+            if entries:
+                variables = {conditions.EVENT: event_variables(tp)}
+                if context is not None:
+                    variables[conditions.CUSTOMER] = context
+                for entry in entries:
+                    if await self._trigger(customer, entry, tp, signal, variables, now_ms):
+                        started.add(entry.journey_id)
+            for journey_id in [j for j, names in customer.awaits.items() if tp.name in names]:
+                if journey_id in started:
+                    continue  # the start signal carried this event already
+                if not await self._calls.signal(journey_id, customer.customer_id, signal):
+                    await self._drop_stale_await(customer, journey_id)
+        if index.conditions and context is not None and customer.events:
+            await self._conditions(customer, index.conditions, context, now_ms)
+
+    async def _read_condition_values(self, customers: Sequence[_Customer]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer in customers:
+                pipe.hgetall(keys.customer(customer.customer_id, keys.CONDITIONS))
+            results = await pipe.execute()
+        for customer, values in zip(customers, results, strict=True):
+            customer.conditions = {j.decode(errors="replace"): v == b"1" for j, v in values.items()}
+
+    async def _conditions(
+        self,
+        customer: _Customer,
+        entries: Sequence[TriggerEntry],
+        context: dict[str, Any],
+        now_ms: int,
+    ) -> None:
+        """Enroll where a condition turned from false to true; remember each new value.
+
+        The value is written after the enrollment: a crash in between re-evaluates the
+        transition on redelivery, and the enrollment record (keyed on the same event) makes
+        that a resume, not a second enrollment.
+        """
+        last = customer.events[-1]  # the change that made it true: the enrollment's trigger
+        signal = event_signal(last, customer.customer_id)
+        variables = {conditions.CUSTOMER: context}
+        changed: dict[str, str] = {}
+        for entry in entries:
+            now_true = _holds(entry, variables, count_filtered=False)
+            if now_true == customer.conditions.get(entry.journey_id, False):
+                continue
+            if now_true:
+                await self._enroll(customer, entry, last, signal, now_ms)
+            changed[entry.journey_id] = "1" if now_true else "0"
+        if changed:
+            await self._redis.hset(
+                keys.customer(customer.customer_id, keys.CONDITIONS),
+                mapping=changed,  # type: ignore[arg-type]
+            )
+
+    async def _trigger(
+        self,
+        customer: _Customer,
+        entry: TriggerEntry,
+        tp: touchpoint_pb2.Touchpoint,
+        signal: contract.EventSignal,
+        variables: Mapping[str, Any],
+        now_ms: int,
+    ) -> bool:
+        """Enroll `customer` in `entry`'s journey if `where` holds and the rules allow."""
+        if entry.program is not None and not _holds(entry, variables):
+            return False
+        return await self._enroll(customer, entry, tp, signal, now_ms)
+
+    async def _enroll(
+        self,
+        customer: _Customer,
+        entry: TriggerEntry,
+        tp: touchpoint_pb2.Touchpoint,
+        signal: contract.EventSignal,
+        now_ms: int,
+    ) -> bool:
+        """Record and start an enrollment if re-entry and the cap allow; True when started."""
+        known = customer.enrollments
+        if known is not None:
+            # The batch's snapshot rules most triggers out without a Redis transaction.
+            outcome = decide(known.get(entry.journey_id), entry, tp.event_id, now_ms)
+            if outcome not in STARTS:
+                TRIGGER_DECISIONS.labels(outcome.value).inc()
+                return False
+        holdout = in_holdout(entry.journey_id, entry.holdout, customer.customer_id)
+        result = await self._store.enroll(
+            customer.customer_id, entry, tp.event_id, now_ms, holdout=holdout
+        )
+        if known is not None:
+            known[entry.journey_id] = result.record
+        if result.outcome not in STARTS:
+            TRIGGER_DECISIONS.labels(result.outcome.value).inc()
+            return False
+        request = contract.JourneyInput(
+            journey_id=entry.journey_id,
+            version=result.version,
+            customer_id=customer.customer_id,
+            enrollment=result.count,
+            holdout=result.holdout,
+        )
+        await self._calls.start(request, signal)
+        label = "holdout" if result.outcome is Outcome.ENROLLED and result.holdout else None
+        TRIGGER_DECISIONS.labels(label or result.outcome.value).inc()
+        log.info(
+            "triggers.enrolled",
+            journey_id=entry.journey_id,
+            version=result.version,
+            enrollment=result.count,
+            holdout=result.holdout,
+            outcome=result.outcome.value,
+            event_id=tp.event_id,
+        )
+        return True
+
+    async def _drop_stale_await(self, customer: _Customer, journey_id: str) -> None:
+        raw = customer.awaits_raw.pop(journey_id, None)
+        customer.awaits.pop(journey_id, None)
+        if raw is not None:
+            await self._drop_await(
+                keys=[keys.customer(customer.customer_id, keys.AWAITS)], args=[journey_id, raw]
+            )
+        log.info("triggers.stale_await_dropped", journey_id=journey_id)
+
+
+def event_signal(tp: touchpoint_pb2.Touchpoint, customer_id: str) -> contract.EventSignal:
+    """The touchpoint as a journey workflow receives it, for the (resolved) customer."""
+    moment = tp.occurred_at if tp.HasField("occurred_at") else tp.received_at
+    kind = touchpoint_pb2.TouchpointKind.Name(tp.kind).removeprefix("TOUCHPOINT_KIND_").lower()
+    return contract.EventSignal(
+        event_id=tp.event_id,
+        name=tp.name,
+        occurred_at=moment.ToJsonString(),
+        customer_id=customer_id,
+        props=json_format.MessageToDict(tp.props),
+        kind=kind,
+        traceparent=tp.trace.traceparent,
+    )
+
+
+def _holds(
+    entry: TriggerEntry, variables: Mapping[str, Any], *, count_filtered: bool = True
+) -> bool:
+    assert entry.program is not None
+    try:
+        result = conditions.evaluate(entry.program, variables)
+    except BaseException as exc:  # noqa: BLE001 - the Rust side raises PanicException
+        if isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+            raise
+        # A `where` over an absent field (a trait the customer lacks) does not hold.
+        TRIGGER_DECISIONS.labels("error").inc()
+        log.debug("triggers.where_failed", journey_id=entry.journey_id, error=type(exc).__name__)
+        return False
+    if result is True:
+        return True
+    if count_filtered:
+        TRIGGER_DECISIONS.labels("filtered").inc()
+    return False
+
+
+def _unique(touchpoints: Iterable[touchpoint_pb2.Touchpoint]) -> list[touchpoint_pb2.Touchpoint]:
+    seen: set[str] = set()
+    result = []
+    for tp in touchpoints:
+        if tp.event_id not in seen:
+            seen.add(tp.event_id)
+            result.append(tp)
+    return result
+
+
+def _names_triggers(events: Iterable[touchpoint_pb2.Touchpoint], index: TriggerIndex) -> bool:
+    return any(index.entries(tp.name) for tp in events)
+
+
+def _queue_customer_reads(pipe: Any, customer_id: str, with_enrollments: bool) -> None:
+    pipe.hgetall(keys.customer(customer_id, keys.AWAITS))
+    if with_enrollments:
+        pipe.hgetall(keys.customer(customer_id, keys.ENROLLMENTS))
+
+
+def _customer(
+    customer_id: str, events: list[touchpoint_pb2.Touchpoint], reads: Sequence[Any]
+) -> _Customer:
+    customer = _Customer(customer_id, list(events))
+    for raw_journey, raw in reads[0].items():
+        journey_id = raw_journey.decode(errors="replace")
+        try:
+            names = json.loads(raw)
+        except ValueError:
+            names = None
+        if not isinstance(names, list):
+            log.warning("triggers.await_unreadable", journey_id=journey_id)
+            continue
+        customer.awaits[journey_id] = frozenset(n for n in names if isinstance(n, str))
+        customer.awaits_raw[journey_id] = raw
+    if len(reads) > 1:
+        customer.enrollments = {j.decode(errors="replace"): load(r) for j, r in reads[1].items()}
+    return customer
+
+
+def _has_work(customer: _Customer, index: TriggerIndex) -> bool:
+    awaited = frozenset().union(*customer.awaits.values()) if customer.awaits else frozenset()
+    return any(index.entries(tp.name) or tp.name in awaited for tp in customer.events)

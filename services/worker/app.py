@@ -1,0 +1,67 @@
+"""The worker's parts: every activity with its clients, and the Temporal `Worker` holding them.
+
+`activities(...)` is the one list of what JourneyWorkflow may call; the worker service and
+the tests that run the real activities build it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from enishi.config import WorkerSettings
+from enishi.memory.reader import MemoryReader
+from enishi.touchpoints import TouchpointPublisher
+from workflows import contract
+from workflows.activities.customer_context import CustomerContextActivities
+from workflows.activities.definitions import DefinitionActivities
+from workflows.activities.enrollment import EnrollmentActivities
+from workflows.activities.journal import JournalActivities
+from workflows.activities.sending import SendActivities
+from workflows.journey import JourneyWorkflow
+
+
+def activities(
+    redis: Redis, producer: AIOKafkaProducer, settings: WorkerSettings
+) -> list[Callable[..., Any]]:
+    """Every activity JourneyWorkflow calls, bound to shared clients."""
+    definitions = DefinitionActivities(redis)
+    context = CustomerContextActivities(MemoryReader(redis))
+    enrollment = EnrollmentActivities(redis)
+    journal = JournalActivities(TouchpointPublisher(producer))
+    sending = SendActivities(redis, producer, definitions.journey, settings)
+    return [
+        definitions.load_definition,
+        context.customer_context,
+        enrollment.set_awaits,
+        enrollment.end_enrollment,
+        journal.record_journal,
+        journal.update_traits,
+        sending.send,
+    ]
+
+
+def build_worker(
+    client: Client,
+    bound: Sequence[Callable[..., Any]],
+    settings: WorkerSettings,
+    *,
+    task_queue: str = contract.TASK_QUEUE,
+) -> Worker:
+    """A Worker for JourneyWorkflow and `bound` activities on `task_queue`."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[JourneyWorkflow],
+        activities=bound,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.worker_max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
+    )
