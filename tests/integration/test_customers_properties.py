@@ -29,7 +29,7 @@ EXAMPLES = settings(
 )
 FIELD = re.compile(
     r"^(customer(\.\w+)?|timeline_limit|page_size|page_token|names(\[\d+\])?|kinds(\[\d+\])?"
-    r"|before|since|consents(\[\d+\]\.\w+)?|preferences(\.\w+)*(\[\d+\])?|update_mask\S*"
+    r"|(before|since)(\.\w+)?|consents(\[\d+\]\.\w+)?|preferences(\.\w+)*(\[\d+\])?|update_mask\S*"
     r"|source|request_id|request): "
 )
 EXPECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
