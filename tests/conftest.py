@@ -6,12 +6,15 @@ Tests under tests/unit/ get the `unit` marker, tests/integration/ `integration`,
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from temporalio.testing import WorkflowEnvironment
 
 from enishi.config import DevStackSettings
@@ -19,6 +22,14 @@ from enishi.devstack import binaries
 from enishi.devstack.parts import kafka_bootstrap, redis_url, temporal_address
 from enishi.devstack.ports import free_port
 from enishi.devstack.supervisor import Supervisor
+
+# CI runs every property test on the same examples (a red build is then reproducible) and
+# without deadlines (a shared 2-core box has slow moments); locally examples stay random.
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 _FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}
 _FOLDER_MARKERS["e2e"] = pytest.mark.e2e
