@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from datetime import time
+from datetime import UTC, date, datetime, time, tzinfo
 from typing import Final
 
 import holidays
@@ -94,3 +94,14 @@ def _cron_value(part: str, what: str, low: int, high: int, names: tuple[str, ...
     if not part.isdigit() or len(part) > 2 or not low <= int(part) <= high:
         raise ValueError(f"cron {what}: {part!r} is not in {low}-{high}")
     return int(part)
+
+
+def local_instant(day: date, at: time, tz: tzinfo) -> datetime:
+    """`day` at wall time `at` in `tz`, as UTC; a skipped time moves forward by the DST gap.
+
+    fold=0 reads a wall time that does not exist with the offset in force before the change
+    (02:30 EST on a spring-forward day is 03:30 EDT) and an ambiguous one as its first
+    occurrence, which is what docs/journeys.md promises. Waits, quiet hours and caps windows
+    all turn local times into instants here.
+    """
+    return datetime.combine(day, at, tzinfo=tz).replace(fold=0).astimezone(UTC)

@@ -42,16 +42,6 @@ def zone(name: str | None, fallback: str = clock.DEFAULT_TIMEZONE) -> zoneinfo.Z
     return zoneinfo.ZoneInfo(fallback)
 
 
-def local_instant(day: date, at: time, tz: tzinfo) -> datetime:
-    """`day` at wall time `at` in `tz`, as UTC; a skipped time moves forward by the DST gap.
-
-    fold=0 reads a wall time that does not exist with the offset in force before the change
-    (02:30 EST on a spring-forward day is 03:30 EDT) and an ambiguous one as its first
-    occurrence, which is what docs/journeys.md promises.
-    """
-    return datetime.combine(day, at, tzinfo=tz).replace(fold=0).astimezone(UTC)
-
-
 def wake_at(
     wait: Wait,
     now: datetime,
@@ -78,39 +68,17 @@ def wake_at(
             # greeting at 09:00 is due today even when today's 00:00 has passed.
             this_year = now.astimezone(tz).year
             for candidate_year in range(this_year - 1, this_year + 2):
-                earliest = local_instant(_safe_date(candidate_year, month, day), time(), tz)
+                earliest = clock.local_instant(_safe_date(candidate_year, month, day), time(), tz)
                 earliest += offset
                 result = _align(wait, earliest, now, tz, cal, strict=False)
                 if result > now:
                     return result
             raise AssertionError("unreachable: some anniversary within two years is ahead")
-        earliest = local_instant(_safe_date(year, month, day), time(), tz) + offset
+        earliest = clock.local_instant(_safe_date(year, month, day), time(), tz) + offset
         return max(_align(wait, earliest, now, tz, cal, strict=False), now)
     if wait.for_ is not None:
         return _align(wait, now + wait.for_, now, tz, cal, strict=False)
     return _align(wait, now, now, tz, cal, strict=True)
-
-
-def next_allowed(now: datetime, tz: tzinfo, quiet_start: time, quiet_end: time) -> datetime:
-    """`now` when outside the daily quiet window [start, end) local, else when it ends (UTC).
-
-    A window may span midnight (22:00–08:00); start == end means no quiet hours.
-    """
-    now = now.astimezone(UTC)
-    if quiet_start == quiet_end:
-        return now
-    local = now.astimezone(tz)
-    wall = local.time().replace(tzinfo=None)
-    today = local.date()
-    if quiet_start < quiet_end:
-        if quiet_start <= wall < quiet_end:
-            return local_instant(today, quiet_end, tz)
-        return now
-    if wall >= quiet_start:
-        return local_instant(today + timedelta(days=1), quiet_end, tz)
-    if wall < quiet_end:
-        return local_instant(today, quiet_end, tz)
-    return now
 
 
 def is_holiday(day: date, calendar: str) -> bool:
@@ -132,7 +100,7 @@ def _align(
     allowed = {clock.WEEKDAYS.index(d) for d in wait.weekdays} if wait.weekdays else set(range(7))
     day = earliest.astimezone(tz).date()
     for _ in range(MAX_ALIGN_DAYS):
-        candidate = local_instant(day, wait.at_local, tz)
+        candidate = clock.local_instant(day, wait.at_local, tz)
         if (
             (candidate > earliest if strict else candidate >= earliest)
             and day.weekday() in allowed

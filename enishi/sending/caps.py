@@ -16,7 +16,7 @@ from typing import Final, Literal
 from redis.asyncio import Redis
 
 from enishi import keys
-from enishi.sending.quiet_hours import local_instant
+from enishi.journeys.clock import local_instant
 
 DAY_TTL_SECONDS: Final = 3 * 86_400
 WEEK_TTL_SECONDS: Final = 9 * 86_400

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from enishi.journeys import clock
 from enishi.v1 import consent_pb2
@@ -50,16 +50,6 @@ def window_of(quiet: consent_pb2.QuietHours) -> QuietWindow | None:
     return None if start == end else QuietWindow(start, end)
 
 
-def local_instant(day: date, at: time, zone: zoneinfo.ZoneInfo) -> datetime:
-    """The instant (UTC) of local `at` on `day` in `zone`.
-
-    In a spring-forward gap, fold=0 reads the time with the offset before the change, so
-    the instant lands the gap's length later on the wall clock (02:30 -> 03:30); in a
-    fall-back overlap fold=0 is the first occurrence.
-    """
-    return datetime.combine(day, at, tzinfo=zone).replace(fold=0).astimezone(UTC)
-
-
 def is_quiet(now: datetime, window: QuietWindow | None, zone: zoneinfo.ZoneInfo) -> bool:
     """Whether `now` falls inside the customer's quiet hours."""
     return window is not None and window.contains(now.astimezone(zone).time())
@@ -73,8 +63,8 @@ def next_allowed(now: datetime, window: QuietWindow | None, zone: zoneinfo.ZoneI
     day = local.date()
     if window.start > window.end and local.time() >= window.start:
         day += timedelta(days=1)  # before midnight in a window that wraps: ends tomorrow
-    end = local_instant(day, window.end, zone)
+    end = clock.local_instant(day, window.end, zone)
     while end <= now:  # only when a DST change folds the end back before now
         day += timedelta(days=1)
-        end = local_instant(day, window.end, zone)
+        end = clock.local_instant(day, window.end, zone)
     return end

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from enishi.journeys.model import Wait
-from enishi.journeys.waits import MissingTraitDate, is_holiday, next_allowed, wake_at, zone
+from enishi.journeys.waits import MissingTraitDate, is_holiday, wake_at, zone
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -133,20 +133,3 @@ def test_a_missing_or_non_date_trait_goes_to_on_missing(value: object) -> None:
     traits = {} if value is None else {"birthday": value}
     got = wake_at(step, local(TOKYO, 2025, 7, 1, 0, 0), tz=TOKYO, traits=traits)
     assert got == MissingTraitDate("birthday")
-
-
-def test_quiet_hours_spanning_midnight_end_the_next_morning() -> None:
-    start, end = time(22, 0), time(8, 0)
-    late = local(TOKYO, 2025, 3, 3, 23, 0)
-    assert next_allowed(late, TOKYO, start, end) == local(TOKYO, 2025, 3, 4, 8, 0)
-    early = local(TOKYO, 2025, 3, 4, 7, 0)
-    assert next_allowed(early, TOKYO, start, end) == local(TOKYO, 2025, 3, 4, 8, 0)
-    noon = local(TOKYO, 2025, 3, 4, 12, 0)
-    assert next_allowed(noon, TOKYO, start, end) == noon
-
-
-def test_quiet_hours_within_a_day_and_none_at_all() -> None:
-    lunch = local(TOKYO, 2025, 3, 4, 12, 30)
-    assert next_allowed(lunch, TOKYO, time(12), time(13)) == local(TOKYO, 2025, 3, 4, 13, 0)
-    assert next_allowed(lunch, TOKYO, time(13), time(14)) == lunch
-    assert next_allowed(lunch, TOKYO, time(8), time(8)) == lunch

@@ -80,3 +80,11 @@ def test_the_zone_is_the_customer_then_the_journey_then_the_platform() -> None:
     assert str(quiet_hours.zone_for("Europe/Paris", "Asia/Tokyo", "UTC")) == "Europe/Paris"
     assert str(quiet_hours.zone_for("", "America/New_York", "UTC")) == "America/New_York"
     assert str(quiet_hours.zone_for("Not/AZone", None, "Asia/Seoul")) == "Asia/Seoul"
+
+
+def test_a_daytime_window_defers_to_its_end_and_lets_other_times_through() -> None:
+    lunch = utc(2025, 3, 4, 3, 30)  # 12:30 Tokyo
+    assert quiet_hours.next_allowed(lunch, QuietWindow(time(12), time(13)), TOKYO) == utc(
+        2025, 3, 4, 4, 0
+    )
+    assert quiet_hours.next_allowed(lunch, QuietWindow(time(13), time(14)), TOKYO) == lunch
