@@ -11,9 +11,14 @@ from dataclasses import dataclass
 from enishi.config import (
     CommonSettings,
     CustomersSettings,
+    EmailSettings,
     GrpcServiceSettings,
     IngestSettings,
+    LineSettings,
+    PushSettings,
     RegistrySettings,
+    SandboxSettings,
+    SmsSettings,
     StreamSettings,
     WorkerSettings,
 )
@@ -26,6 +31,9 @@ class ServiceSpec:
     name: str
     module: str  # run as `python -m <module>`
     settings: type[CommonSettings]
+    # False for local-only tools (the provider sandbox): in `enishi dev up` and under a
+    # docker-compose profile, never in deploy/k8s.
+    production: bool = True
 
     @property
     def grpc_port(self) -> int | None:
@@ -45,7 +53,18 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(name="registry", module="services.registry", settings=RegistrySettings),
     ServiceSpec(name="customers", module="services.customers", settings=CustomersSettings),
     ServiceSpec(name="worker", module="services.worker", settings=WorkerSettings),
+    # The sandbox before the channel services, so `dev up` has their providers up first.
+    ServiceSpec(
+        name="sandbox", module="services.sandbox", settings=SandboxSettings, production=False
+    ),
+    ServiceSpec(name="email", module="services.email", settings=EmailSettings),
+    ServiceSpec(name="line", module="services.line", settings=LineSettings),
+    ServiceSpec(name="sms", module="services.sms", settings=SmsSettings),
+    ServiceSpec(name="push", module="services.push", settings=PushSettings),
 )
+
+PRODUCTION_SERVICES: tuple[ServiceSpec, ...] = tuple(s for s in SERVICES if s.production)
+"""What deploy/k8s runs: the catalogue without local-only tools."""
 
 
 def by_name(name: str) -> ServiceSpec:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from enishi.cli import customer, demo, dev, journey
+from enishi.cli import customer, demo, dev, journey, sandbox
 
 app = typer.Typer(
     name="enishi",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 app.add_typer(journey.app, name="journey")
 app.add_typer(customer.app, name="customer")
+app.add_typer(sandbox.app, name="sandbox")
 app.command(name="demo")(demo.demo)
 
 

@@ -16,7 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from enishi.catalog import SERVICES, ServiceSpec
+from enishi.catalog import PRODUCTION_SERVICES as SERVICES
+from enishi.catalog import ServiceSpec
 from enishi.config import CommonSettings, GrpcServiceSettings
 from enishi.topics import all_topics
 

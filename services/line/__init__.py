@@ -1,0 +1,1 @@
+"""The LINE channel service: `dispatch.line` → Messaging API push; the webhook → touchpoints."""

@@ -1,0 +1,1 @@
+"""The push channel service: `dispatch.push` → FCM HTTP v1 → receipts."""

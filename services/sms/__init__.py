@@ -1,0 +1,1 @@
+"""The SMS channel service: `dispatch.sms` → a REST SMS provider → receipts."""
