@@ -1,31 +1,29 @@
-"""Stream processor throughput (Kafka → customer memory) next to the raw limits, same run.
+"""Stream processing throughput: touchpoints → customer memory in Redis.
 
-Starts Tansu and Valkey on free ports (or uses `--kafka`/`--redis`), produces touchpoints to
-a fresh topic, and measures: raw pipelined HINCRBY ops/s, the memory writer alone
-(plans → Redis) events/s, and the whole processor (consume → decode → Redis → commit)
-events/s. Prints a JSON object; it never asserts a time. Run: `python -m bench.bench_stream`.
+Three figures, each on fresh customers so nothing is a duplicate:
+- the memory writer alone (plan + apply, 2,000-event batches) in the worst case, every
+  event of a batch for a different customer (one script call per event);
+- the same with 10 events per customer per batch (one call per 10 events);
+- the whole processor, `services.stream.app.consume`: Kafka poll → decode → plan → Redis
+  → hook → commit, with 2,000-record polls from 4 partitions (about one event per
+  customer per batch).
+Plus the memory a customer with 10 events takes in Redis. `python -m bench.bench_stream`
+runs this benchmark and its raw limits alone; `python -m bench` runs everything. It never
+asserts a time.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import tempfile
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 from redis.asyncio import Redis
 
 from enishi import kafka, keys, topics
-from enishi.config import CommonSettings, DevStackSettings
-from enishi.devstack.parts import kafka_bootstrap, redis_url
-from enishi.devstack.ports import free_port
-from enishi.devstack.supervisor import Supervisor
+from enishi.config import CommonSettings
 from enishi.memory import model
 from enishi.memory.apply import plan
 from enishi.memory.writer import MemoryWriter
@@ -33,39 +31,19 @@ from enishi.v1 import touchpoint_pb2
 from services.stream.app import StreamProcessor, consume, consumer_for
 from services.stream.hooks import AppliedBatch
 
-
-@asynccontextmanager
-async def _servers(args: argparse.Namespace) -> AsyncIterator[tuple[str, str]]:
-    if args.kafka and args.redis:
-        yield args.kafka, args.redis
-        return
-    with tempfile.TemporaryDirectory() as state:
-        settings = DevStackSettings.model_validate(
-            {
-                "state_dir": Path(state),
-                "kafka_port": free_port(),
-                "temporal_port": free_port(),
-                "temporal_ui_port": free_port(),
-                "redis_port": free_port(),
-                "partitions": 4,
-            }
-        )
-        supervisor = Supervisor(settings, services=False)
-        await supervisor.up()
-        try:
-            yield kafka_bootstrap(settings), redis_url(settings)
-        finally:
-            await supervisor.down()
+BATCH = 2000
 
 
-def _touchpoints(count: int, customers: int) -> list[touchpoint_pb2.Touchpoint]:
+def touchpoints(count: int, customers: int, *, group: int = 1) -> list[touchpoint_pb2.Touchpoint]:
+    """`count` touchpoints of a new run: event i is for customer (i // group) % customers;
+    every tenth an order."""
     run = uuid.uuid4().hex[:8]
     now = model.from_ms(model.datetime_ms(datetime.now(UTC)))
     result = []
     for index in range(count):
         touchpoint = touchpoint_pb2.Touchpoint(
             event_id=f"{run}-{index}",
-            customer_id=f"bench-{run}-{index % customers}",
+            customer_id=f"bench-{run}-{(index // group) % customers}",
             name="order.completed" if index % 10 == 0 else "page.viewed",
             kind=touchpoint_pb2.TOUCHPOINT_KIND_EVENT,
             source="bench",
@@ -77,25 +55,24 @@ def _touchpoints(count: int, customers: int) -> list[touchpoint_pb2.Touchpoint]:
     return result
 
 
-async def _raw_hincrby(redis: Redis, ops: int) -> float:
-    key = keys.customer("bench-raw", keys.COUNTERS)
-    started = time.perf_counter()
-    for offset in range(0, ops, 1000):
-        async with redis.pipeline(transaction=False) as pipe:
-            for _ in range(min(1000, ops - offset)):
-                pipe.hincrby(key, "n", 1)
-            await pipe.execute()
-    return ops / (time.perf_counter() - started)
-
-
-async def _writer_only(redis: Redis, touchpoints: list[touchpoint_pb2.Touchpoint]) -> float:
-    writer = MemoryWriter(redis)
+async def writer(redis: Redis, batch: list[touchpoint_pb2.Touchpoint]) -> float:
+    """Events/s of plan + `MemoryWriter.apply`, `BATCH` touchpoints at a time."""
+    memory = MemoryWriter(redis)
     now_ms = model.datetime_ms(datetime.now(UTC))
     started = time.perf_counter()
-    for offset in range(0, len(touchpoints), 2000):
-        batch = touchpoints[offset : offset + 2000]
-        await writer.apply([plan(tp, now_ms=now_ms) for tp in batch])
-    return len(touchpoints) / (time.perf_counter() - started)
+    for offset in range(0, len(batch), BATCH):
+        await memory.apply([plan(tp, now_ms=now_ms) for tp in batch[offset : offset + BATCH]])
+    return len(batch) / (time.perf_counter() - started)
+
+
+async def bytes_per_customer(redis: Redis, customer_ids: list[str]) -> float:
+    """Mean `MEMORY USAGE` over every memory key of these customers."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for customer_id in customer_ids:
+            for key in keys.memory_keys(customer_id):
+                pipe.memory_usage(key)
+        sizes = await pipe.execute()
+    return sum(size or 0 for size in sizes) / max(len(customer_ids), 1)
 
 
 class _Counter:
@@ -108,68 +85,48 @@ class _Counter:
         self.applied += len(batch.applied)
 
 
-async def _processor(
-    bootstrap: str, redis: Redis, touchpoints: list[touchpoint_pb2.Touchpoint]
+async def processor(
+    bootstrap: str, redis: Redis, batch: list[touchpoint_pb2.Touchpoint], partitions: int
 ) -> float:
+    """Events/s through the whole consume loop, from the first poll to the last applied."""
     topic = f"bench-touchpoints-{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(bootstrap, [topic, topics.dlq(topic)], partitions=4)
+    await kafka.ensure_topics(bootstrap, [topic, topics.dlq(topic)], partitions=partitions)
     producer = kafka.producer(CommonSettings(kafka_bootstrap=bootstrap))
     await producer.start()
     try:
         deliveries = [
             await producer.send(topic, value=tp.SerializeToString(), key=tp.customer_id.encode())
-            for tp in touchpoints
+            for tp in batch
         ]
         await asyncio.gather(*deliveries)
-        consumer = consumer_for(bootstrap, topic, f"bench-{topic}", batch_max=2000)
+        consumer = consumer_for(bootstrap, topic, f"bench-{topic}", batch_max=BATCH)
         await consumer.start()
-        counter = _Counter()
-        processor = StreamProcessor(MemoryWriter(redis), producer, hook=counter)
-        started = time.perf_counter()
-        task = asyncio.create_task(consume(consumer, processor, batch_max=2000, batch_wait_ms=20))
-        while counter.applied < len(touchpoints) and not task.done():
-            await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - started
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await consumer.stop()
+        try:
+            counter = _Counter()
+            stream = StreamProcessor(MemoryWriter(redis), producer, hook=counter)
+            started = time.perf_counter()
+            task = asyncio.create_task(consume(consumer, stream, batch_max=BATCH, batch_wait_ms=20))
+            while counter.applied < len(batch) and not task.done():
+                await asyncio.sleep(0.002)
+            elapsed = time.perf_counter() - started
+            await asyncio.sleep(0.3)  # let the last batch's commit finish before stopping
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if counter.applied < len(batch):
+                raise RuntimeError(f"processor applied {counter.applied} of {len(batch)}")
+        finally:
+            await consumer.stop()
     finally:
         await producer.stop()
-    return len(touchpoints) / elapsed
+    return len(batch) / elapsed
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--customers", type=int, default=5_000)
-    parser.add_argument("--kafka", default="")
-    parser.add_argument("--redis", default="")
-    parser.add_argument("--output", type=Path)
-    args = parser.parse_args()
-    async with _servers(args) as (bootstrap, url):
-        redis = Redis.from_url(url)
-        try:
-            raw = await _raw_hincrby(redis, 100_000)
-            writer = await _writer_only(redis, _touchpoints(args.events, args.customers))
-            processor = await _processor(
-                bootstrap, redis, _touchpoints(args.events, args.customers)
-            )
-            used = await redis.info("memory")
-        finally:
-            await redis.aclose()
-    result = {
-        "events": args.events,
-        "customers": args.customers,
-        "raw_pipelined_hincrby_ops_per_s": round(raw),
-        "memory_writer_events_per_s": round(writer),
-        "stream_processor_events_per_s": round(processor),
-        "goal_events_per_s": 10_000,
-        "redis_used_memory_bytes": used["used_memory"],
-    }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+def main() -> None:
+    """`python -m bench.bench_stream`: `python -m bench --only stream`."""
+    from bench.__main__ import main as run_all
+
+    run_all([*sys.argv[1:], "--only", "stream"])
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

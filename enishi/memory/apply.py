@@ -26,15 +26,15 @@ Kind = touchpoint_pb2.TouchpointKind
 
 # Which detail each non-EVENT kind must carry.
 _DETAIL_OF_KIND = {
-    Kind.TOUCHPOINT_KIND_IDENTIFY: "identify",
-    Kind.TOUCHPOINT_KIND_MESSAGE: "receipt",
-    Kind.TOUCHPOINT_KIND_RECEIPT: "receipt",
-    Kind.TOUCHPOINT_KIND_CONSENT: "consent",
-    Kind.TOUCHPOINT_KIND_PREFERENCES: "preferences",
-    Kind.TOUCHPOINT_KIND_REACHABILITY: "reachability",
-    Kind.TOUCHPOINT_KIND_MERGE: "merge",
-    Kind.TOUCHPOINT_KIND_SKIP: "skipped",
-    Kind.TOUCHPOINT_KIND_JOURNEY: "journey",
+    touchpoint_pb2.TOUCHPOINT_KIND_IDENTIFY: "identify",
+    touchpoint_pb2.TOUCHPOINT_KIND_MESSAGE: "receipt",
+    touchpoint_pb2.TOUCHPOINT_KIND_RECEIPT: "receipt",
+    touchpoint_pb2.TOUCHPOINT_KIND_CONSENT: "consent",
+    touchpoint_pb2.TOUCHPOINT_KIND_PREFERENCES: "preferences",
+    touchpoint_pb2.TOUCHPOINT_KIND_REACHABILITY: "reachability",
+    touchpoint_pb2.TOUCHPOINT_KIND_MERGE: "merge",
+    touchpoint_pb2.TOUCHPOINT_KIND_SKIP: "skipped",
+    touchpoint_pb2.TOUCHPOINT_KIND_JOURNEY: "journey",
 }
 
 ZSET_PARTS = (keys.SEEN, keys.TIMELINE, keys.ORDERS, keys.MESSAGES)
@@ -129,7 +129,7 @@ def validate(touchpoint: touchpoint_pb2.Touchpoint, key: str | None = None) -> N
     if detail is not None and touchpoint.WhichOneof("detail") != detail:
         kind = Kind.Name(touchpoint.kind)
         raise InvalidTouchpoint(f"{detail}: missing, required by kind {kind}")
-    if touchpoint.kind == Kind.TOUCHPOINT_KIND_MERGE:
+    if touchpoint.kind == touchpoint_pb2.TOUCHPOINT_KIND_MERGE:
         merge = touchpoint.merge
         if not merge.from_customer_id:
             raise InvalidTouchpoint("merge.from_customer_id: missing")
@@ -139,9 +139,13 @@ def validate(touchpoint: touchpoint_pb2.Touchpoint, key: str | None = None) -> N
             raise InvalidTouchpoint("merge.from_customer_id: equals into_customer_id")
 
 
-def plan(touchpoint: touchpoint_pb2.Touchpoint, *, now_ms: int) -> Plan:
-    """The operations that apply `touchpoint` to its customer's memory (not the merge fold)."""
-    validate(touchpoint)
+def plan(touchpoint: touchpoint_pb2.Touchpoint, *, now_ms: int, validated: bool = False) -> Plan:
+    """The operations that apply `touchpoint` to its customer's memory (not the merge fold).
+
+    `validated=True` skips `validate`, for a caller that has just run it (with the key).
+    """
+    if not validated:
+        validate(touchpoint)
     at = occurred_ms(touchpoint)
     event_id, name, kind = touchpoint.event_id, touchpoint.name, touchpoint.kind
     at_version = model.version(at, event_id)
@@ -153,27 +157,27 @@ def plan(touchpoint: touchpoint_pb2.Touchpoint, *, now_ms: int) -> Plan:
     if weight:
         result.add_float(keys.DENSITY, str(model.day(at)), weight)
 
-    if kind in (Kind.TOUCHPOINT_KIND_EVENT, Kind.TOUCHPOINT_KIND_UNSPECIFIED):
+    if kind in (touchpoint_pb2.TOUCHPOINT_KIND_EVENT, touchpoint_pb2.TOUCHPOINT_KIND_UNSPECIFIED):
         _plan_event(result, touchpoint, at, at_version)
-    elif kind == Kind.TOUCHPOINT_KIND_IDENTIFY:
+    elif kind == touchpoint_pb2.TOUCHPOINT_KIND_IDENTIFY:
         _plan_identify(result, touchpoint.identify, at_version)
-    elif kind == Kind.TOUCHPOINT_KIND_MESSAGE:
+    elif kind == touchpoint_pb2.TOUCHPOINT_KIND_MESSAGE:
         channel = model.channel_name(touchpoint.receipt.channel)
         result.add(keys.COUNTERS, model.MESSAGES_PREFIX + channel, 1)
         result.maximum(keys.COUNTERS, model.LAST_MESSAGE_AT, at)
         if at >= now_ms - int(model.MESSAGE_WINDOW.total_seconds() * 1000):
             result.zadd(keys.MESSAGES, at, f"{channel}:{event_id}")
-    elif kind == Kind.TOUCHPOINT_KIND_CONSENT:
+    elif kind == touchpoint_pb2.TOUCHPOINT_KIND_CONSENT:
         for index, consent in enumerate(touchpoint.consent.consents):
             stored = consent_pb2.ChannelConsent()
             stored.CopyFrom(consent)
             stored.source = consent.source or touchpoint.source
             _plan_channel_state(result, keys.CONSENTS, f"consent.consents[{index}]", stored, at)
-    elif kind == Kind.TOUCHPOINT_KIND_REACHABILITY:
+    elif kind == touchpoint_pb2.TOUCHPOINT_KIND_REACHABILITY:
         _plan_channel_state(result, keys.REACHABILITY, "reachability", touchpoint.reachability, at)
-    elif kind == Kind.TOUCHPOINT_KIND_PREFERENCES:
+    elif kind == touchpoint_pb2.TOUCHPOINT_KIND_PREFERENCES:
         _plan_preferences(result, touchpoint.preferences, at_version)
-    elif kind == Kind.TOUCHPOINT_KIND_MERGE:
+    elif kind == touchpoint_pb2.TOUCHPOINT_KIND_MERGE:
         result.merge_from = touchpoint.merge.from_customer_id
         result.sadd(keys.MERGED, touchpoint.merge.from_customer_id)
     return result
@@ -280,7 +284,7 @@ def _plan_preferences(
 def timeline_entry(touchpoint: touchpoint_pb2.Touchpoint) -> customer_pb2.TimelineEntry:
     """The touchpoint as the timeline remembers it, with a one-line summary for people."""
     entry = customer_pb2.TimelineEntry(
-        kind=touchpoint.kind or Kind.TOUCHPOINT_KIND_EVENT,
+        kind=touchpoint.kind or touchpoint_pb2.TOUCHPOINT_KIND_EVENT,
         event_id=touchpoint.event_id,
         name=touchpoint.name,
         source=touchpoint.source,

@@ -8,6 +8,7 @@ alias recorded, so later events for it land on the survivor.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -17,10 +18,27 @@ from redis.asyncio.client import Pipeline
 from enishi import keys
 from enishi.memory import model
 from enishi.memory.apply import SET_PARTS, ZSET_PARTS, MemoryDump, Plan, Token, merge_plan
-from enishi.memory.scripts import APPLY_SCRIPT, pack
+from enishi.memory.scripts import (
+    ALWAYS_PARTS,
+    APPLY_SCRIPT,
+    KEY_OPERANDS,
+    OPCODES,
+    Packed,
+    encode,
+    key_index,
+    payload,
+)
 
 # A merged customer can itself be merged later; follow that many aliases at most.
 _MAX_ALIAS_HOPS = 8
+# Script calls per pipeline. A batch's pipelines run concurrently on their own connections,
+# so Python encodes the next one while Redis runs the previous one (two cores, both busy);
+# one pipeline of thousands of calls left each side idle while the other worked.
+PIPELINE_CALLS = 200
+_MESSAGE_WINDOW_MS = int(model.MESSAGE_WINDOW.total_seconds() * 1000)
+_ALWAYS = sum(1 << key_index(part) for part in ALWAYS_PARTS)
+_PART_NAMES = tuple(enumerate(keys.MEMORY_PARTS, start=1))
+_APPLIED = ord("1")  # the script answers one byte per event: b"1" applied, b"0" duplicate
 
 
 class MemoryWriter:
@@ -71,13 +89,24 @@ class MemoryWriter:
         by_customer: dict[str, list[int]] = {}
         for index in indexes:
             by_customer.setdefault(targets[plans[index].customer_id], []).append(index)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for customer_id, members in by_customer.items():
-                await self._call(pipe, customer_id, [plans[i] for i in members], now_ms)
-            results = await pipe.execute()
-        for members, flags in zip(by_customer.values(), results, strict=True):
-            for index, flag in zip(members, flags, strict=True):
-                applied[index] = bool(flag)
+        header = self._header(now_ms)
+        calls = list(by_customer.items())
+
+        async def run(chunk: list[tuple[str, list[int]]]) -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                # execute() loads the script first if Redis lacks it. (redis-py types the set
+                # as sync Scripts; the asyncio pipeline holds AsyncScripts.)
+                pipe.scripts.add(self._script)  # type: ignore[arg-type]
+                for customer_id, members in chunk:
+                    self._call(pipe, customer_id, [plans[i] for i in members], header)
+                results = await pipe.execute()
+            for (_, members), flags in zip(chunk, results, strict=True):
+                for index, flag in zip(members, flags, strict=True):
+                    applied[index] = flag == _APPLIED
+
+        await asyncio.gather(
+            *(run(calls[i : i + PIPELINE_CALLS]) for i in range(0, len(calls), PIPELINE_CALLS))
+        )
 
     async def _apply_merge(self, plan: Plan, now_ms: int) -> bool:
         assert plan.merge_from is not None
@@ -85,14 +114,15 @@ class MemoryWriter:
         target = (await self.resolve([plan.customer_id]))[plan.customer_id]
         folded = merge_plan(plan, await self.dump(source))
         async with self._redis.pipeline(transaction=False) as pipe:
-            await self._call(pipe, target, [folded], now_ms)
+            pipe.scripts.add(self._script)  # type: ignore[arg-type]
+            self._call(pipe, target, [folded], self._header(now_ms))
             (flags,) = await pipe.execute()
         # Also after a duplicate: a crash may have come between the fold and this cleanup.
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.delete(*keys.memory_keys(source))
             pipe.set(keys.alias(source), target)
             await pipe.execute()
-        return bool(flags[0])
+        return bool(flags[0] == _APPLIED)
 
     async def dump(self, customer_id: str) -> MemoryDump:
         """One customer's whole memory, raw."""
@@ -115,21 +145,50 @@ class MemoryWriter:
                 hashes[part] = dict(result)
         return MemoryDump(zsets=zsets, hashes=hashes, sets=sets)
 
-    async def _call(self, pipe: Pipeline, customer_id: str, plans: list[Plan], now_ms: int) -> None:
-        retention = self._retention
-        messages_since = now_ms - int(model.MESSAGE_WINDOW.total_seconds() * 1000)
-        density_since = model.day(now_ms) - model.DENSITY_WINDOW_DAYS + 1
+    def _header(self, now_ms: int) -> Packed:
+        """The payload's leading tokens, the same for every call of a batch."""
+        return encode(
+            (
+                now_ms,
+                self._retention.timeline_max,
+                self._retention.dedupe_window,
+                now_ms - _MESSAGE_WINDOW_MS,
+                model.day(now_ms) - model.DENSITY_WINDOW_DAYS + 1,
+            )
+        )
+
+    def _call(
+        self, pipe: Pipeline, customer_id: str, plans: Sequence[Plan], header: Packed
+    ) -> None:
         tokens: list[Token] = []
+        touched = _ALWAYS
         for plan in plans:
             tokens.append(plan.event_id)
             tokens.append(len(plan.tokens))
             tokens.extend(plan.tokens)
-        args: list[Token] = [
-            now_ms,
-            retention.timeline_max,
-            retention.dedupe_window,
-            messages_since,
-            density_since,
-            pack(tokens),
-        ]
-        await self._script(keys=keys.memory_keys(customer_id), args=args, client=pipe)
+            touched |= _touched_parts(plan.tokens)
+        # Only the parts this call needs are declared (fewer arguments to encode and send);
+        # every key the script touches is still declared, as Redis Cluster requires.
+        parts, names = [], []
+        for index, part in _PART_NAMES:
+            if touched >> index & 1:
+                parts.append(index)
+                names.append(keys.customer(customer_id, part))
+        pipe.evalsha(
+            self._script.sha, len(names), *names, bytes(parts), payload(header, encode(tokens))
+        )
+
+
+def _touched_parts(tokens: Sequence[Token]) -> int:
+    """The part indexes the key operands of `tokens` name, as a bit set."""
+    touched = 0
+    position, count = 0, len(tokens)
+    while position < count:
+        opcode = tokens[position]
+        operands = KEY_OPERANDS[opcode]  # type: ignore[index]
+        if operands:
+            touched |= 1 << tokens[position + 1]  # type: ignore[operator]
+            if operands == 2:
+                touched |= 1 << tokens[position + 2]  # type: ignore[operator]
+        position += 1 + OPCODES[opcode]  # type: ignore[index]
+    return touched

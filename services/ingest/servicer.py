@@ -14,11 +14,10 @@ from aiokafka.errors import KafkaError
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from ulid import ULID
 
 from enishi.errors import FieldError, InvalidArgument, Unavailable
 from enishi.identity import KIND_ENUM, IdentifyOutcome, IdentityResolver, Merge, Ref
-from enishi.touchpoints import TouchpointPublisher
+from enishi.touchpoints import TouchpointPublisher, new_event_id, new_event_ids
 from enishi.v1 import identity_pb2, touchpoint_pb2
 from enishi.v1 import ingest_service_pb2 as pb
 from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
@@ -75,9 +74,14 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         self._limits = limits
 
     @staticmethod
-    def _stamp(event: touchpoint_pb2.Touchpoint, customer_id: str, received: Timestamp) -> None:
+    def _stamp(
+        event: touchpoint_pb2.Touchpoint,
+        customer_id: str,
+        received: Timestamp,
+        event_id: str | None = None,
+    ) -> None:
         if not event.event_id:
-            event.event_id = str(ULID())
+            event.event_id = event_id or new_event_id()
         event.received_at.CopyFrom(received)
         if not event.HasField("occurred_at"):
             event.occurred_at.CopyFrom(received)
@@ -118,32 +122,29 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 "events", f"at most {self._limits.batch_max} events per call, got {count}"
             )
         now_seconds, received = _now()
-        response = pb.BatchTrackResponse()
-        accepted: list[tuple[pb.TrackResult, touchpoint_pb2.Touchpoint]] = []
+        accepted: list[tuple[int, touchpoint_pb2.Touchpoint]] = []
         refs: list[Ref] = []
+        rejected: dict[int, list[FieldError]] = {}
+        limits = self._limits
         for index, event in enumerate(batch.events):
-            result = response.results.add(index=index)
             errors = undecodable.get(index)
             if errors is None:
-                errors, ref = check_touchpoint(event, f"events[{index}]", self._limits, now_seconds)
+                errors, ref = check_touchpoint(event, f"events[{index}]", limits, now_seconds)
             if errors or ref is None:
-                result.errors.extend(
-                    pb.FieldError(field=e.field, message=e.message) for e in errors
-                )
+                rejected[index] = errors
                 continue
-            accepted.append((result, event))
+            accepted.append((index, event))
             refs.append(ref)
-        async with _dependencies():
-            customer_ids = await self._resolver.resolve_many(refs)
-            for (result, event), customer_id in zip(accepted, customer_ids, strict=True):
-                self._stamp(event, customer_id, received)
-                result.accepted = True
-                result.event_id = event.event_id
-                result.customer_id = customer_id
-            await self._publisher.publish([event for _, event in accepted])
-        response.accepted_count = len(accepted)
-        response.rejected_count = count - len(accepted)
-        return response
+        customer_ids: list[str] = []
+        if accepted:
+            async with _dependencies():
+                customer_ids = await self._resolver.resolve_many(refs)
+                fresh = iter(new_event_ids(sum(1 for _, e in accepted if not e.event_id)))
+                stamp = self._stamp
+                for (_, event), customer_id in zip(accepted, customer_ids, strict=True):
+                    stamp(event, customer_id, received, None if event.event_id else next(fresh))
+                await self._publisher.publish([event for _, event in accepted])
+        return _batch_response(count, accepted, customer_ids, rejected)
 
     async def Identify(
         self, request: pb.IdentifyRequest | Undecodable, context: Context
@@ -162,7 +163,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             identity.CopyFrom(checked.identity)
             identity.customer_id = target
             identified = touchpoint_pb2.Touchpoint(
-                event_id=request.event_id or str(ULID()),
+                event_id=request.event_id or new_event_id(),
                 customer=identity_pb2.CustomerRef(customer_id=target),
                 customer_id=target,
                 name=IDENTIFIED,
@@ -186,6 +187,29 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             merged_customer_ids=[m.from_customer_id for m in outcome.merged],
             created=outcome.created,
         )
+
+
+def _batch_response(
+    count: int,
+    accepted: list[tuple[int, touchpoint_pb2.Touchpoint]],
+    customer_ids: list[str],
+    rejected: dict[int, list[FieldError]],
+) -> pb.BatchTrackResponse:
+    """One result per item, in item order; each built in one call (they are many)."""
+    response = pb.BatchTrackResponse(accepted_count=len(accepted), rejected_count=len(rejected))
+    add = response.results.add
+    done = iter(zip(accepted, customer_ids, strict=True))
+    for index in range(count):
+        errors = rejected.get(index)
+        if errors is not None:
+            add(
+                index=index,
+                errors=[pb.FieldError(field=e.field, message=e.message) for e in errors],
+            )
+            continue
+        (_, event), customer_id = next(done)
+        add(index=index, accepted=True, event_id=event.event_id, customer_id=customer_id)
+    return response
 
 
 def _merge_touchpoint(

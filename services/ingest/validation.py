@@ -90,7 +90,7 @@ def _bounded_text(errors: _Errors, path: str, name: str, value: str, limit: int)
     # Paths are joined only on error: this runs for every field of every event.
     if len(value) > limit:
         errors.add(field_path(path, name) if name else path, f"at most {limit} characters")
-    elif identity.has_bad_chars(value):
+    elif not value.isprintable() and identity.has_bad_chars(value):
         errors.add(field_path(path, name) if name else path, "must not contain control characters")
 
 
@@ -134,18 +134,29 @@ def _walk_struct(errors: _Errors, path: str, struct: Struct, depth: int, limits:
     if depth > limits.props_max_depth:
         errors.add(path, f"nested deeper than {limits.props_max_depth} levels")
         return
-    for key, value in struct.fields.items():
-        if errors.full:
+    fields = struct.fields
+    # Keys then lookups: the map's items() view iterates in Python, this in C.
+    for key in fields:
+        if errors.items and errors.full:
             return
-        if not key or len(key) > MAX_KEY_CHARS or identity.has_bad_chars(key):
+        value = fields[key]
+        if (
+            not key
+            or len(key) > MAX_KEY_CHARS
+            or (not key.isprintable() and identity.has_bad_chars(key))
+        ):
             errors.add(
                 _key_path(path, key),
                 f"keys must be 1-{MAX_KEY_CHARS} characters, no control characters",
             )
         kind = value.WhichOneof("kind")
-        # Strings, bools and nulls are always fine: skip building their path.
-        if kind not in _PLAIN_KINDS:
-            _walk_value(errors, _key_path(path, key), value, depth, limits)
+        # Strings, bools, nulls and finite numbers are always fine: the path (a regex match
+        # and a format) is built only for what needs a closer look. This runs per prop.
+        if kind in _PLAIN_KINDS:
+            continue
+        if kind == "number_value" and math.isfinite(value.number_value):
+            continue
+        _walk_value(errors, _key_path(path, key), value, depth, limits)
 
 
 def _walk_value(errors: _Errors, path: str, value: Value, depth: int, limits: Limits) -> None:
@@ -183,12 +194,15 @@ def _check_common(
     _bounded_text(errors, path, "source", source, MAX_SOURCE_CHARS)
 
 
-def _ref(errors: _Errors, path: str, kind: str, value: str, name: str = "") -> Ref | None:
-    """The normalised ref, or None after reporting `<path>.<name or kind>`."""
+def _ref(
+    errors: _Errors, path: str, kind: str, value: str, name: str = "", parent: str = ""
+) -> Ref | None:
+    """The normalised ref, or None after reporting `<path>[.<parent>].<name or kind>`."""
     try:
         return Ref(kind, identity.normalize(kind, value))
     except identity.InvalidIdentity as exc:
-        errors.add(field_path(path, name or kind), str(exc))
+        where = field_path(path, parent) if parent else path
+        errors.add(field_path(where, name or kind), str(exc))
         return None
 
 
@@ -199,28 +213,30 @@ def check_touchpoint(
 
     The ref is the normalised customer identity, None when the event is invalid.
     """
+    # This runs for every event of every batch: each field is read once into a local (a
+    # protobuf getter builds a new Python object per read) and paths are built on error.
     errors = _Errors()
     ref = None
-    ref_kind = event.customer.WhichOneof("identity")
+    customer = event.customer
+    ref_kind = customer.WhichOneof("identity")
     if ref_kind is None:
         errors.add(field_path(path, "customer"), "required: one identity of the customer")
     else:
-        ref = _ref(
-            errors, field_path(path, "customer"), ref_kind, getattr(event.customer, ref_kind)
-        )
+        ref = _ref(errors, path, ref_kind, getattr(customer, ref_kind), parent="customer")
 
-    if not event.name:
+    name = event.name
+    if not name:
         errors.add(field_path(path, "name"), "required")
-    elif len(event.name) > MAX_NAME_CHARS or not EVENT_NAME.fullmatch(event.name):
+    elif len(name) > MAX_NAME_CHARS or not EVENT_NAME.fullmatch(name):
         errors.add(
             field_path(path, "name"),
             "must match <domain>.<action> in lower case (e.g. order.completed), "
-            f"got {event.name[:MAX_NAME_CHARS]!r}",
+            f"got {name[:MAX_NAME_CHARS]!r}",
         )
-    elif event.name.partition(".")[0] in RESERVED_DOMAINS:
+    elif name.partition(".")[0] in RESERVED_DOMAINS:
         errors.add(
             field_path(path, "name"),
-            f"the domain {event.name.partition('.')[0]!r} is reserved for enishi's own "
+            f"the domain {name.partition('.')[0]!r} is reserved for enishi's own "
             "touchpoints (see docs/contracts.md)",
         )
     if event.kind not in _EVENT_KINDS:
@@ -232,33 +248,33 @@ def check_touchpoint(
     if detail is not None:
         errors.add(field_path(path, detail), "must be unset: EVENT touchpoints carry no detail")
 
-    _check_common(
-        errors,
-        path,
-        event_id=event.event_id,
-        occurred_at=event.occurred_at if event.HasField("occurred_at") else None,
-        source=event.source,
-        now_seconds=now_seconds,
-        limits=limits,
-    )
-    if event.channel and not CHANNEL.fullmatch(event.channel):
+    event_id = event.event_id
+    if event_id:
+        _check_event_id(errors, path, event_id)
+    if event.HasField("occurred_at"):
+        _check_timestamp(errors, path, event.occurred_at, now_seconds, limits)
+    source = event.source
+    if source:
+        _bounded_text(errors, path, "source", source, MAX_SOURCE_CHARS)
+    channel = event.channel
+    if channel and not CHANNEL.fullmatch(channel):
         errors.add(
             field_path(path, "channel"), "must be lower case [a-z][a-z0-9_]*, at most 32 chars"
         )
     if event.HasField("props"):
         check_struct(errors, field_path(path, "props"), event.props, limits)
-    if event.attributes:
-        _check_attributes(errors, field_path(path, "attributes"), event.attributes)
+    attributes = event.attributes
+    if attributes:
+        _check_attributes(errors, field_path(path, "attributes"), attributes)
     if event.HasField("trace"):
         trace_path = field_path(path, "trace")
-        if event.trace.traceparent and not TRACEPARENT.fullmatch(event.trace.traceparent):
+        trace = event.trace
+        if trace.traceparent and not TRACEPARENT.fullmatch(trace.traceparent):
             errors.add(
                 field_path(trace_path, "traceparent"),
                 "must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>",
             )
-        _bounded_text(
-            errors, trace_path, "tracestate", event.trace.tracestate, MAX_TRACESTATE_CHARS
-        )
+        _bounded_text(errors, trace_path, "tracestate", trace.tracestate, MAX_TRACESTATE_CHARS)
     return errors.items, (ref if not errors.items else None)
 
 

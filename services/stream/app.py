@@ -53,7 +53,7 @@ def decode(record: SourceRecord, now_ms: int) -> tuple[touchpoint_pb2.Touchpoint
     except UnicodeDecodeError:
         raise InvalidTouchpoint("key: not UTF-8") from None
     validate(touchpoint, key)
-    return touchpoint, plan(touchpoint, now_ms=now_ms)
+    return touchpoint, plan(touchpoint, now_ms=now_ms, validated=True)
 
 
 class StreamProcessor:
