@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import grpc
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -146,7 +146,9 @@ def dependency_error(exc: BaseException) -> Unavailable | None:
     """
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return Unavailable("customer memory (Redis) unavailable; retry with backoff")
-    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | NodeNotReadyError):
+    if isinstance(exc, KafkaError):
+        # What reaches a handler has outlived the client's own retries: broker unreachable,
+        # leaderless partitions, timeouts. All are the caller's cue to back off and retry.
         return Unavailable("Kafka unavailable; retry with backoff")
     if isinstance(exc, RPCError) and exc.status in (
         RPCStatusCode.UNAVAILABLE,

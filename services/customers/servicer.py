@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 import grpc
 import redis.asyncio as aioredis
 import structlog
-from aiokafka.errors import KafkaError
 from google.protobuf.message import Message
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from enishi import identity
-from enishi.errors import FieldError, InvalidArgument, Unavailable
+from enishi.errors import FieldError, InvalidArgument
 from enishi.memory import lifecycle, reader
 from enishi.memory.reader import InvalidPageToken, MemoryReader
 from enishi.touchpoints import TouchpointPublisher
@@ -40,17 +36,6 @@ log = structlog.get_logger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
-
-
-@contextlib.asynccontextmanager
-async def _dependencies() -> AsyncIterator[None]:
-    """Redis or Kafka being down is UNAVAILABLE (retry), never INTERNAL."""
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise Unavailable("customer memory (Redis) unavailable; retry with backoff") from exc
-    except KafkaError as exc:
-        raise Unavailable("touchpoints topic (Kafka) unavailable; retry with backoff") from exc
 
 
 def _decoded(request: R | Undecodable) -> R:
@@ -151,18 +136,17 @@ class CustomerServicer:
                 "timeline_limit", f"must not be negative, got {request.timeline_limit}"
             )
         limit = min(request.timeline_limit or reader.DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
-        async with _dependencies():
-            found = await self._lookup.find(ref)
-            cid = found.customer_id
-            view = await self._reader.customer(cid, timeline_limit=limit)
-            indexed = _index_identity(cid, await self._lookup.resolver.identities_of(cid))
-            if view is None:
-                # Known to the identity index, but the stream has not applied anything yet.
-                view = customer_pb2.Customer(customer_id=cid)
-                view.identity.CopyFrom(indexed)
-            else:
-                _complete(view.identity, indexed)
-            view.active_journeys.extend(await self._journeys.of(cid))
+        found = await self._lookup.find(ref)
+        cid = found.customer_id
+        view = await self._reader.customer(cid, timeline_limit=limit)
+        indexed = _index_identity(cid, await self._lookup.resolver.identities_of(cid))
+        if view is None:
+            # Known to the identity index, but the stream has not applied anything yet.
+            view = customer_pb2.Customer(customer_id=cid)
+            view.identity.CopyFrom(indexed)
+        else:
+            _complete(view.identity, indexed)
+        view.active_journeys.extend(await self._journeys.of(cid))
         return pb.GetCustomerResponse(customer=view)
 
     async def ListTimeline(
@@ -171,22 +155,21 @@ class CustomerServicer:
         request = _decoded(request)
         ref = check_ref(request.customer)
         check_timeline_request(request)
-        async with _dependencies():
-            found = await self._lookup.find(ref)
-            try:
-                page = await self._reader.timeline(
-                    found.customer_id,
-                    page_size=request.page_size,
-                    page_token=request.page_token,
-                    names=frozenset(request.names),
-                    kinds=frozenset(request.kinds),
-                    before=request.before if request.HasField("before") else None,
-                    since=request.since if request.HasField("since") else None,
-                )
-            except InvalidPageToken:
-                raise InvalidArgument.for_field(
-                    "page_token", "not a token this service issued"
-                ) from None
+        found = await self._lookup.find(ref)
+        try:
+            page = await self._reader.timeline(
+                found.customer_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                names=frozenset(request.names),
+                kinds=frozenset(request.kinds),
+                before=request.before if request.HasField("before") else None,
+                since=request.since if request.HasField("since") else None,
+            )
+        except InvalidPageToken:
+            raise InvalidArgument.for_field(
+                "page_token", "not a token this service issued"
+            ) from None
         return pb.ListTimelineResponse(
             customer_id=found.customer_id,
             entries=page.entries,
@@ -198,11 +181,10 @@ class CustomerServicer:
     ) -> pb.FindCustomerResponse:
         request = _decoded(request)
         ref = check_ref(request.customer)
-        async with _dependencies():
-            found = await self._lookup.find(ref)
-            cid = found.customer_id
-            view = await self._reader.customer(cid, timeline_limit=0)
-            indexed = _index_identity(cid, await self._lookup.resolver.identities_of(cid))
+        found = await self._lookup.find(ref)
+        cid = found.customer_id
+        view = await self._reader.customer(cid, timeline_limit=0)
+        indexed = _index_identity(cid, await self._lookup.resolver.identities_of(cid))
         result = identity_pb2.Identity()
         if view is not None:
             result.CopyFrom(view.identity)
@@ -233,10 +215,9 @@ class CustomerServicer:
             errors.extend(exc.errors)
         if errors or ref is None:
             raise InvalidArgument(errors)
-        async with _dependencies():
-            found = await self._lookup.find(ref)
-            events = preferences.touchpoints(change, found.customer_id, now_ms)
-            await self._publisher.publish(events)
+        found = await self._lookup.find(ref)
+        events = preferences.touchpoints(change, found.customer_id, now_ms)
+        await self._publisher.publish(events)
         log.info(
             "customers.preferences_published",
             customer_id=found.customer_id,

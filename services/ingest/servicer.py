@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import structlog
-from aiokafka.errors import KafkaError
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from enishi.errors import FieldError, InvalidArgument, Unavailable
+from enishi.errors import FieldError, InvalidArgument
 from enishi.identity import KIND_ENUM, IdentifyOutcome, IdentityResolver, Merge, Ref
 from enishi.touchpoints import TouchpointPublisher, new_event_id, new_event_ids
 from enishi.v1 import identity_pb2, touchpoint_pb2
@@ -38,17 +33,6 @@ MERGE_SOURCE = "enishi.ingest"
 log = structlog.get_logger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-@contextlib.asynccontextmanager
-async def _dependencies() -> AsyncIterator[None]:
-    """Redis or Kafka being down is UNAVAILABLE (retry), never INTERNAL."""
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise Unavailable("customer index (Redis) unavailable; retry with backoff") from exc
-    except KafkaError as exc:
-        raise Unavailable("touchpoints topic (Kafka) unavailable; retry with backoff") from exc
 
 
 def _now() -> tuple[int, Timestamp]:
@@ -98,10 +82,9 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         errors, ref = check_touchpoint(event, "event", self._limits, now_seconds)
         if errors or ref is None:
             raise InvalidArgument(errors)
-        async with _dependencies():
-            [customer_id] = await self._resolver.resolve_many([ref])
-            self._stamp(event, customer_id, received)
-            await self._publisher.publish([event])
+        [customer_id] = await self._resolver.resolve_many([ref])
+        self._stamp(event, customer_id, received)
+        await self._publisher.publish([event])
         return pb.TrackResponse(event_id=event.event_id, customer_id=customer_id)
 
     async def BatchTrack(
@@ -137,13 +120,12 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             refs.append(ref)
         customer_ids: list[str] = []
         if accepted:
-            async with _dependencies():
-                customer_ids = await self._resolver.resolve_many(refs)
-                fresh = iter(new_event_ids(sum(1 for _, e in accepted if not e.event_id)))
-                stamp = self._stamp
-                for (_, event), customer_id in zip(accepted, customer_ids, strict=True):
-                    stamp(event, customer_id, received, None if event.event_id else next(fresh))
-                await self._publisher.publish([event for _, event in accepted])
+            customer_ids = await self._resolver.resolve_many(refs)
+            fresh = iter(new_event_ids(sum(1 for _, e in accepted if not e.event_id)))
+            stamp = self._stamp
+            for (_, event), customer_id in zip(accepted, customer_ids, strict=True):
+                stamp(event, customer_id, received, None if event.event_id else next(fresh))
+            await self._publisher.publish([event for _, event in accepted])
         return _batch_response(count, accepted, customer_ids, rejected)
 
     async def Identify(
@@ -156,30 +138,29 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         if errors or checked is None:
             raise InvalidArgument(errors)
         occurred = request.occurred_at if request.HasField("occurred_at") else received
-        async with _dependencies():
-            outcome = await self._resolver.identify(checked.identity.customer_id, checked.claims)
-            target = outcome.customer_id
-            identity = identity_pb2.Identity()
-            identity.CopyFrom(checked.identity)
-            identity.customer_id = target
-            identified = touchpoint_pb2.Touchpoint(
-                event_id=request.event_id or new_event_id(),
-                customer=identity_pb2.CustomerRef(customer_id=target),
-                customer_id=target,
-                name=IDENTIFIED,
-                kind=touchpoint_pb2.TOUCHPOINT_KIND_IDENTIFY,
-                occurred_at=occurred,
-                received_at=received,
-                source=request.source,
-                identify=touchpoint_pb2.IdentifyDetail(identity=identity),
-            )
-            if request.HasField("traits"):
-                identified.identify.traits.CopyFrom(request.traits)
-            # MERGEs first: on the target's partition the processor folds the merged
-            # memory in before it applies the identities and traits.
-            merges = [_merge_touchpoint(m, target, occurred, received) for m in outcome.unpublished]
-            await self._publisher.publish([*merges, identified])
-            await self._resolver.merges_published(target, outcome.unpublished)
+        outcome = await self._resolver.identify(checked.identity.customer_id, checked.claims)
+        target = outcome.customer_id
+        identity = identity_pb2.Identity()
+        identity.CopyFrom(checked.identity)
+        identity.customer_id = target
+        identified = touchpoint_pb2.Touchpoint(
+            event_id=request.event_id or new_event_id(),
+            customer=identity_pb2.CustomerRef(customer_id=target),
+            customer_id=target,
+            name=IDENTIFIED,
+            kind=touchpoint_pb2.TOUCHPOINT_KIND_IDENTIFY,
+            occurred_at=occurred,
+            received_at=received,
+            source=request.source,
+            identify=touchpoint_pb2.IdentifyDetail(identity=identity),
+        )
+        if request.HasField("traits"):
+            identified.identify.traits.CopyFrom(request.traits)
+        # MERGEs first: on the target's partition the processor folds the merged
+        # memory in before it applies the identities and traits.
+        merges = [_merge_touchpoint(m, target, occurred, received) for m in outcome.unpublished]
+        await self._publisher.publish([*merges, identified])
+        await self._resolver.merges_published(target, outcome.unpublished)
         _log_outcome(outcome)
         return pb.IdentifyResponse(
             customer_id=target,
