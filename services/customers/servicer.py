@@ -18,10 +18,10 @@ from enishi.memory.reader import InvalidPageToken, MemoryReader
 from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import customer_pb2, identity_pb2, touchpoint_pb2
 from enishi.v1 import customer_service_pb2 as pb
+from enishi.wire import Undecodable, deserializer
 from services.customers import preferences
 from services.customers.journeys import ActiveJourneys
 from services.customers.refs import CustomerLookup, check_ref
-from services.customers.wire import Undecodable, deserializer
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["CustomerService"].full_name
 MAX_TIMELINE_LIMIT: Final = reader.MAX_PAGE_SIZE

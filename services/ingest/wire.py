@@ -1,40 +1,24 @@
-"""Request decoding that turns undecodable bytes into field errors instead of INTERNAL.
+"""Ingest's request deserializers: a batch keeps its decodable items so they are accepted.
 
-grpc decodes requests before any handler or interceptor runs, and a decode failure (invalid
-UTF-8 in a string, nesting beyond protobuf's recursion limit, truncated bytes) would answer
-a status that names nothing. These deserializers catch it, find the offending field by
-walking the wire format against the descriptor, and hand the handler an `Undecodable`; a
-batch keeps its decodable items so they are still accepted.
+The generic walk that names the offending field lives in `enishi.wire`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import DecodeError, Message
-
-from enishi.errors import FieldError, field_path
+from enishi.errors import FieldError
 from enishi.v1 import ingest_service_pb2 as pb
 from enishi.v1 import touchpoint_pb2
+from enishi.wire import Malformed, Undecodable, deserializer, fields, find_error, parse
 
-# Deeper than any valid request (props nest at most ingest_props_max_depth); also keeps the
-# walk itself far from Python's recursion limit.
-MAX_WALK_DEPTH: Final = 200
-
-_STRUCT: Final = "google.protobuf.Struct"
-_LIST: Final = "google.protobuf.ListValue"
-_VALUE: Final = "google.protobuf.Value"
-
-M = TypeVar("M", bound=Message)
-
-
-@dataclass(frozen=True)
-class Undecodable:
-    """A request grpc could not decode: why, by field."""
-
-    errors: tuple[FieldError, ...]
+__all__ = [
+    "PartialBatch",
+    "Undecodable",
+    "batch_track_request",
+    "identify_request",
+    "track_request",
+]
 
 
 @dataclass(frozen=True)
@@ -45,121 +29,6 @@ class PartialBatch:
     errors: dict[int, list[FieldError]] = field(default_factory=dict)
 
 
-class _Malformed(Exception):
-    pass
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise _Malformed
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(data: bytes) -> list[tuple[int, int, bytes | None]]:
-    """(field number, wire type, payload for length-delimited fields) in order."""
-    found: list[tuple[int, int, bytes | None]] = []
-    pos = 0
-    while pos < len(data):
-        tag, pos = _varint(data, pos)
-        number, wire_type = tag >> 3, tag & 7
-        payload = None
-        if wire_type == 0:
-            _, pos = _varint(data, pos)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        elif wire_type == 2:
-            length, pos = _varint(data, pos)
-            payload = data[pos : pos + length]
-            pos += length
-        else:
-            raise _Malformed  # groups do not exist in proto3
-        if pos > len(data) or number == 0:
-            raise _Malformed
-        found.append((number, wire_type, payload))
-    return found
-
-
-def _map_key(entry: bytes) -> str:
-    for number, _, payload in _fields(entry):
-        if number == 1 and payload is not None:
-            return payload.decode("utf-8", errors="replace")
-    return ""
-
-
-def find_error(data: bytes, descriptor: Descriptor, path: str, depth: int = 0) -> FieldError:
-    """Why `data` does not decode as `descriptor`, naming the field (best effort)."""
-    found = _walk(data, descriptor, path, depth)
-    return found or FieldError(path, "could not be decoded as protobuf")
-
-
-def _walk(data: bytes, descriptor: Descriptor, path: str, depth: int) -> FieldError | None:
-    if depth > MAX_WALK_DEPTH:
-        return FieldError(path, "nested too deeply")
-    try:
-        entries = _fields(data)
-    except _Malformed:
-        return FieldError(path, "malformed protobuf bytes")
-    counts: dict[int, int] = {}
-    for number, _, payload in entries:
-        fd = descriptor.fields_by_number.get(number)
-        index = counts.get(number, 0)
-        counts[number] = index + 1
-        if fd is None or payload is None:
-            continue
-        here = _child_path(descriptor, fd, path, index, payload)
-        if fd.type == FieldDescriptor.TYPE_STRING:
-            try:
-                payload.decode("utf-8")
-            except UnicodeDecodeError:
-                return FieldError(here, "not valid UTF-8")
-        elif fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type is not None:
-            problem = _walk(payload, fd.message_type, here, depth + 1)
-            if problem is not None:
-                return problem
-    return None
-
-
-def _child_path(
-    parent: Descriptor, fd: FieldDescriptor, path: str, index: int, payload: bytes
-) -> str:
-    # Struct, Value and ListValue read as the JSON they encode: props.cart.items[2].
-    if parent.full_name == _VALUE or parent.GetOptions().map_entry:
-        return path
-    if parent.full_name == _LIST:
-        return f"{path}[{index}]"
-    entry = fd.message_type
-    if entry is not None and entry.GetOptions().map_entry:
-        if parent.full_name == _STRUCT:
-            return f"{path}.{_safe_key(payload)}"
-        return f"{field_path(path, fd.name)}[{_safe_key(payload)!r}]"
-    if fd.is_repeated:
-        return field_path(path, fd.name, index)
-    return field_path(path, fd.name)
-
-
-def _safe_key(entry: bytes) -> str:
-    try:
-        return _map_key(entry)[:128]
-    except _Malformed:
-        return "?"
-
-
-def _parse(cls: type[M], data: bytes) -> M | None:
-    try:
-        return cls.FromString(data)
-    except (DecodeError, RecursionError, ValueError):
-        return None
-
-
 def _track_request_error(data: bytes) -> FieldError:
     # TrackRequest is just `event`; name paths from it as the handler would.
     error = find_error(data, pb.TrackRequest.DESCRIPTOR, "")
@@ -168,34 +37,29 @@ def _track_request_error(data: bytes) -> FieldError:
 
 def track_request(data: bytes) -> pb.TrackRequest | Undecodable:
     """Deserializer for Track."""
-    message = _parse(pb.TrackRequest, data)
+    message = parse(pb.TrackRequest, data)
     return message if message is not None else Undecodable((_track_request_error(data),))
 
 
-def identify_request(data: bytes) -> pb.IdentifyRequest | Undecodable:
-    """Deserializer for Identify."""
-    message = _parse(pb.IdentifyRequest, data)
-    if message is not None:
-        return message
-    error = find_error(data, pb.IdentifyRequest.DESCRIPTOR, "")
-    return Undecodable((error if error.field else FieldError("request", error.message),))
+identify_request = deserializer(pb.IdentifyRequest)
+"""Deserializer for Identify."""
 
 
 def batch_track_request(data: bytes) -> pb.BatchTrackRequest | PartialBatch | Undecodable:
     """Deserializer for BatchTrack: items decode one by one when the whole does not."""
-    message = _parse(pb.BatchTrackRequest, data)
+    message = parse(pb.BatchTrackRequest, data)
     if message is not None:
         return message
     try:
-        entries = _fields(data)
-    except _Malformed:
+        entries = fields(data)
+    except Malformed:
         return Undecodable((FieldError("events", "malformed protobuf bytes"),))
     partial = PartialBatch(pb.BatchTrackRequest())
     index = 0
     for number, _, payload in entries:
         if number != 1 or payload is None:
             continue
-        event = _parse(touchpoint_pb2.Touchpoint, payload)
+        event = parse(touchpoint_pb2.Touchpoint, payload)
         if event is None:
             partial.errors[index] = [
                 find_error(payload, touchpoint_pb2.Touchpoint.DESCRIPTOR, f"events[{index}]")
