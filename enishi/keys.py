@@ -174,3 +174,43 @@ SANDBOX_LEDGER: Final = f"{PREFIX}:sandbox:ledger"
 def sandbox_idempotency(provider: str, key: str) -> str:
     """STRING: the sandbox's provider message id for an idempotency key (its dedupe)."""
     return f"{PREFIX}:sandbox:idem:{provider}:{key}"
+
+
+# -- journey stats (the stream processor counts JOURNEY touchpoints; the registry reads) --
+# One journey's stats keys share the hash tag `{<journey id>}`: the counting Lua script
+# touches all three at once (docs/keys.md, "Journey stats").
+
+
+def journey_stats(journey_id: str, part: str) -> str:
+    """One part of one journey's analytics; `part` is one of JOURNEY_STATS_PARTS."""
+    return f"{PREFIX}:jstats:{{{journey_id}}}:{part}"
+
+
+STATS_SEEN: Final = "seen"  # ZSET event_id -> first counted (ms): the dedupe window
+STATS_COUNTS: Final = "counts"  # HASH stats_step_field / stats_group_field -> count
+STATS_POSITIONS: Final = "at"  # HASH workflow id -> "<entry v>|<group>|<v>|<step>", while running
+
+JOURNEY_STATS_PARTS: Final = (STATS_SEEN, STATS_COUNTS, STATS_POSITIONS)
+"""The KEYS order of the counting Lua script (services/stream/journey_stats.py)."""
+
+
+def journey_stats_keys(journey_id: str) -> tuple[str, ...]:
+    """Every stats key of one journey, in JOURNEY_STATS_PARTS order."""
+    return tuple(journey_stats(journey_id, part) for part in JOURNEY_STATS_PARTS)
+
+
+# Counter fields of STATS_COUNTS. Step and journey ids are slugs and groups are words, so `|`
+# never occurs inside a part. The counting Lua script spells the same layout.
+STATS_GROUPS: Final = ("treatment", "holdout")
+STATS_STEP_COUNTERS: Final = ("entered", "completed", "exited", "cancelled", "migrated", "goal")
+STATS_GROUP_COUNTERS: Final = ("enrolled", "goal", "ended")
+
+
+def stats_step_field(version: int, step_id: str, group: str, counter: str) -> str:
+    """`step|<version>|<step id>|<group>|<counter>`: one of STATS_STEP_COUNTERS."""
+    return f"step|{version}|{step_id}|{group}|{counter}"
+
+
+def stats_group_field(version: int, group: str, counter: str) -> str:
+    """`group|<entry version>|<group>|<counter>`: one of STATS_GROUP_COUNTERS."""
+    return f"group|{version}|{group}|{counter}"

@@ -33,7 +33,7 @@ from enishi.registry import DIAGNOSTICS_TRAILER, TriggerEntry, trigger_entries
 from enishi.v1 import journey_pb2
 from enishi.v1 import journey_registry_pb2 as pb
 from enishi.v1 import journey_registry_pb2_grpc as pb_grpc
-from services.registry import lifecycle, migration
+from services.registry import lifecycle, migration, stats
 from services.registry.enrollments import Enrollments
 from services.registry.store import JourneyState, JourneyStore, Status
 from workflows.contract import MigrateSignal
@@ -558,12 +558,24 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
         )
         return pb.MigrateJourneyResponse(plan=plan, migrated=result.delivered, failed=result.failed)
 
+    @_handler
     async def GetJourneyStats(
         self, request: pb.GetJourneyStatsRequest, context: Context
     ) -> pb.GetJourneyStatsResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "GetJourneyStats: not implemented yet (journey analytics, issue #4 item 6)",
+        journey_id = _journey_id(request.journey_id)
+        if request.version < 0:
+            raise InvalidArgument.for_field("version", f"must be >= 0, got {request.version}")
+        state = await self._state(journey_id)
+        if request.version:
+            await self._definition(state, request.version, "version")
+        definitions = await self._store.definitions(journey_id)
+        # The counters live in the store's Redis (the stream processor writes them); the store
+        # has no public client, and this handler is the only reader.
+        counters = await stats.read_counters(self._store._redis, journey_id)
+        return pb.GetJourneyStatsResponse(
+            stats=stats.build(
+                journey_id, counters, stats.step_order(definitions), request.version, self._clock()
+            )
         )
 
 

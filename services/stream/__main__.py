@@ -12,7 +12,9 @@ from enishi.memory.model import Retention
 from enishi.memory.writer import MemoryWriter
 from enishi.process import run
 from services.stream.app import StreamProcessor, consume, consumer_for
+from services.stream.hooks import Hooks
 from services.stream.journey_calls import TemporalJourneyCalls
+from services.stream.journey_stats import JourneyStatsHook
 from services.stream.triggers import JourneyTriggers
 
 
@@ -48,7 +50,9 @@ async def main() -> None:
             ),
         )
         calls = TemporalJourneyCalls(temporal, concurrency=settings.stream_temporal_concurrency)
-        hook = JourneyTriggers(redis, calls, resolve=writer.resolve)
+        # Triggers first: they are on the trigger -> dispatch latency path; the stats hook
+        # dedupes on its own, so a retried batch never counts twice.
+        hook = Hooks(JourneyTriggers(redis, calls, resolve=writer.resolve), JourneyStatsHook(redis))
         processor = StreamProcessor(writer, producer, hook=hook)
         await consume(
             consumer,
