@@ -1,14 +1,16 @@
 """`enishi journey ...`: check journey sources like a compiler would, and drive the registry.
 
-`validate` runs locally; `register`, `activate`, `pause`, `resume`, `archive`, `list`, `show`
-and `migrate` call the JourneyRegistry (docs/registry.md) at `--target`.
+`validate` and `simulate` run locally; `register`, `activate`, `pause`, `resume`, `archive`,
+`list`, `show`, `migrate` and `stats` call the JourneyRegistry (docs/registry.md) at `--target`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar, cast
@@ -61,6 +63,82 @@ def validate_command(
     err.print(summary, style="red" if failed else "green", markup=False)
     if failed:
         raise typer.Exit(1)
+
+
+def simulate_command(
+    file: Annotated[Path, typer.Argument(help="The journey source (YAML or JSON).")],
+    customer: Annotated[
+        Path, typer.Option("--customer", help="Customer fixture (examples/customers/*.yaml).")
+    ],
+    events: Annotated[
+        Path | None,
+        typer.Option("--events", help="Event script: start, trigger, events at offsets."),
+    ] = None,
+    horizon: Annotated[
+        str | None, typer.Option("--horizon", help="How long to run, e.g. 30d (default 60d).")
+    ] = None,
+    holdout: Annotated[
+        bool | None,
+        typer.Option("--holdout/--no-holdout", help="Force the holdout group (default: hash)."),
+    ] = None,
+) -> None:
+    """Run the journey on the time-skipping server for one customer and print what would be
+    sent, on which channel, at which local time, and why (docs/journeys.md, "Simulation")."""
+    import asyncio
+
+    from workflows.simulation import (
+        EventScript,
+        SimulationError,
+        load_customer,
+        load_script,
+        simulate,
+    )
+
+    try:
+        source = file.read_text(encoding="utf-8")
+        fixture = load_customer(customer.read_text(encoding="utf-8"), str(customer))
+        script = load_script(events.read_text(encoding="utf-8"), str(events)) if events else None
+    except (OSError, UnicodeDecodeError, SimulationError) as exc:
+        err.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    result = validate(source)
+    for diagnostic in result.diagnostics:
+        if diagnostic.severity == Severity.ERROR:
+            out.print(diagnostic.format(str(file)), style="red", markup=False)
+    if not result.ok:
+        err.print(f"{file}: not simulated: fix the errors first", style="red", markup=False)
+        raise typer.Exit(1)
+    overrides = {k: v for k, v in (("horizon", horizon), ("holdout", holdout)) if v is not None}
+    script = (script or EventScript()).model_copy(update=overrides)
+    try:
+        report = asyncio.run(simulate(source, fixture, script))
+    except SimulationError as exc:
+        err.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    head = (
+        f"{report.journey_id} for {report.customer_id} ({report.time_zone}), "
+        f"from {report.local(report.start):%Y-%m-%d %a %H:%M} to "
+        f"{report.local(report.horizon_end):%Y-%m-%d %a %H:%M}"
+    )
+    out.print(head, markup=False)
+    if not report.enrolled:
+        out.print(f"not enrolled: {report.not_enrolled_why}", style="yellow", markup=False)
+        return
+    if report.holdout:
+        out.print("in the holdout group: nothing is sent", style="yellow", markup=False)
+    for row in report.rows():
+        out.print(f"{row.at:%m-%d %a %H:%M}  {row.step_id or '-':<16} {row.outcome}", markup=False)
+        if row.content:
+            out.print(f"{'':18}  {row.content}", markup=False)
+        if row.why:
+            out.print(f"{'':18}  why: {row.why}", style="dim", markup=False)
+    if report.outcome is not None:
+        ended = report.outcome
+        because = f" ({ended.reason})" if ended.reason else ""
+        out.print(f"ended: {ended.status}{because} at step {ended.last_step}", markup=False)
+    else:
+        out.print(f"still running at step {report.still_at} when the horizon ended", markup=False)
+    out.print(f"{len(report.sent())} message(s) would be sent", markup=False)
 
 
 # --- the registry: register, activate, pause, resume, archive, list, show, migrate ----------
@@ -479,3 +557,132 @@ def migrate_command(
         f"wait; {reply.failed} had ended meanwhile",
         markup=False,
     )
+
+
+# --- stats: the funnel per step, goal conversion per group, and the holdout lift --------------
+
+# A two-proportion estimate is only worth printing when, at the pooled goal rate, each group
+# expects at least this many conversions and this many non-conversions (the usual rule for the
+# normal approximation); below it the interval is wide enough to say anything.
+MIN_EXPECTED = 5
+Z_95 = 1.959964
+_GROUP_NAMES = {
+    journey_pb2.ENROLLMENT_GROUP_TREATMENT: "treatment",
+    journey_pb2.ENROLLMENT_GROUP_HOLDOUT: "holdout",
+}
+
+
+@dataclass(frozen=True)
+class LiftEstimate:
+    """Treatment goal rate minus holdout goal rate, with its 95% interval, or why not."""
+
+    treatment: tuple[int, int]  # (converted, enrolled)
+    holdout: tuple[int, int]
+    lift: float | None = None  # None: not enough data (see `reason`)
+    low: float = 0.0
+    high: float = 0.0
+    reason: str = ""
+
+
+def lift_estimate(treatment: tuple[int, int], holdout: tuple[int, int]) -> LiftEstimate:
+    """The lift of (converted, enrolled) pairs; `lift` None when the counts cannot carry it."""
+    (t_goal, t_n), (h_goal, h_n) = treatment, holdout
+    if h_n <= 0:
+        reason = "no holdout enrollments (does the journey set `holdout`?)"
+        return LiftEstimate(treatment, holdout, reason=reason)
+    if t_n <= 0:
+        return LiftEstimate(treatment, holdout, reason="no treatment enrollments")
+    pooled = (t_goal + h_goal) / (t_n + h_n)
+    expected = min(n * p for n in (t_n, h_n) for p in (pooled, 1 - pooled))
+    if expected < MIN_EXPECTED:
+        reason = (
+            f"each group needs at least {MIN_EXPECTED} expected conversions and "
+            f"non-conversions at the pooled rate {pooled:.1%}"
+        )
+        return LiftEstimate(treatment, holdout, reason=reason)
+    t_rate, h_rate = t_goal / t_n, h_goal / h_n
+    error = math.sqrt(t_rate * (1 - t_rate) / t_n + h_rate * (1 - h_rate) / h_n)
+    lift = t_rate - h_rate
+    return LiftEstimate(treatment, holdout, lift, lift - Z_95 * error, lift + Z_95 * error)
+
+
+def describe_lift(estimate: LiftEstimate) -> str:
+    """One line: the lift and its interval in points, and the counts it rests on."""
+    (t_goal, t_n), (h_goal, h_n) = estimate.treatment, estimate.holdout
+    counts = f"treatment {t_goal}/{t_n} converted, holdout {h_goal}/{h_n}"
+    if estimate.lift is None:
+        return f"lift: not enough data ({counts}): {estimate.reason}"
+    verdict = "" if estimate.low > 0 or estimate.high < 0 else "; not distinguishable from 0"
+    return (
+        f"lift: {_points(estimate.lift)} (95% CI {_points(estimate.low)} to "
+        f"{_points(estimate.high)}{verdict}) from {counts}"
+    )
+
+
+def _points(value: float) -> str:
+    return f"{value * 100:+.1f} pts"
+
+
+def _rate(converted: int, enrolled: int) -> str:
+    return f"{converted / enrolled:.1%}" if enrolled else "—"
+
+
+@app.command("stats")
+def stats_command(
+    journey_id: JourneyIdArg,
+    version: Annotated[
+        int, typer.Option("--version", help="One version; 0 (default) for all of them.")
+    ] = 0,
+    target: Target = None,
+) -> None:
+    """Per step: entered, completed, exited, goal reached; goal rates per group and the lift."""
+    with _registry(target) as (stub, address):
+        reply = _call(
+            address,
+            stub.GetJourneyStats,
+            registry_pb2.GetJourneyStatsRequest(journey_id=journey_id, version=version),
+        )
+    stats = reply.stats
+    scope = f"v{version}" if version else "all versions"
+    funnel = Table("version", "step", title=f"{journey_id}: steps ({scope})")
+    for name in ("entered", "completed", "exited", "goal reached", "at step now"):
+        funnel.add_column(name, justify="right")
+    for step in stats.steps:
+        funnel.add_row(
+            f"v{step.version}",
+            step.step_id,
+            str(step.entered),
+            str(step.completed),
+            str(step.exited),
+            str(step.goal_reached),
+            str(step.waiting),
+        )
+    out.print(funnel)
+    groups = Table("version", "group", title=f"{journey_id}: goal, by the version entered with")
+    for name in ("enrolled", "converted", "goal rate"):
+        groups.add_column(name, justify="right")
+    totals: dict[int, tuple[int, int]] = {}
+    for row in stats.groups:
+        if row.version == version:  # the rows the lift is computed over
+            totals[row.group] = (row.goal_reached, row.enrolled)
+        groups.add_row(
+            f"v{row.version}" if row.version else "all",
+            _GROUP_NAMES.get(row.group, "unknown"),
+            str(row.enrolled),
+            str(row.goal_reached),
+            _rate(row.goal_reached, row.enrolled),
+        )
+    out.print(groups)
+    estimate = lift_estimate(
+        totals.get(journey_pb2.ENROLLMENT_GROUP_TREATMENT, (0, 0)),
+        totals.get(journey_pb2.ENROLLMENT_GROUP_HOLDOUT, (0, 0)),
+    )
+    out.print(describe_lift(estimate), markup=False)
+    running = sum(step.waiting for step in stats.steps)
+    if running:
+        out.print(
+            f"{running} enrollment(s) still running: their goal may still come, so the rates "
+            "are lower bounds until their goal windows close",
+            markup=False,
+        )
+    out.print(f"read at {_when(stats.computed_at)}", markup=False)
