@@ -9,11 +9,14 @@ Every gRPC service registers its methods with these deserializers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+import grpc
+import grpc.aio
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from enishi.errors import FieldError, InvalidArgument, field_path
@@ -172,3 +175,44 @@ def deserializer(cls: type[M], fallback: str = "request") -> Callable[[bytes], M
         return Undecodable((error if error.field else FieldError(fallback, error.message),))
 
     return decode
+
+
+def register(
+    server: grpc.aio.Server,
+    service: ServiceDescriptor,
+    servicer: object,
+    deserializers: Mapping[str, Callable[[bytes], object]] | None = None,
+) -> str:
+    """Register every unary method of `service` on `server` with never-raising deserializers.
+
+    Used instead of the generated `add_*Servicer_to_server`: a request that does not decode
+    answers INVALID_ARGUMENT naming its field before the handler runs, so handlers only ever
+    see real messages (or what a custom deserializer in `deserializers` returns, such as
+    ingest's partial batches). Returns the service's full name, for health and reflection.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        decode = (deserializers or {}).get(method.name) or deserializer(request_cls)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _rejecting_undecodable(getattr(servicer, method.name)),
+            request_deserializer=decode,
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
+    return str(service.full_name)
+
+
+def _rejecting_undecodable(
+    handler: Callable[[Any, Any], Awaitable[Any]],
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def behavior(request: Any, context: Any) -> Any:
+        if isinstance(request, Undecodable):
+            raise request.invalid()
+        return await handler(request, context)
+
+    return behavior

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -11,14 +10,13 @@ import redis.asyncio as aioredis
 import structlog
 from google.protobuf.message import Message
 
-from enishi import identity
+from enishi import identity, wire
 from enishi.errors import FieldError, InvalidArgument
 from enishi.memory import lifecycle, reader
 from enishi.memory.reader import InvalidPageToken, MemoryReader
 from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import customer_pb2, identity_pb2, touchpoint_pb2
 from enishi.v1 import customer_service_pb2 as pb
-from enishi.wire import Undecodable, deserializer
 from services.customers import preferences
 from services.customers.journeys import ActiveJourneys
 from services.customers.refs import CustomerLookup, check_ref
@@ -36,12 +34,6 @@ log = structlog.get_logger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
-
-
-def _decoded(request: R | Undecodable) -> R:
-    if isinstance(request, Undecodable):
-        raise request.invalid()
-    return request
 
 
 def _now_ms() -> int:
@@ -127,9 +119,8 @@ class CustomerServicer:
         self._journeys = journeys or ActiveJourneys(redis)
 
     async def GetCustomer(
-        self, request: pb.GetCustomerRequest | Undecodable, context: Context
+        self, request: pb.GetCustomerRequest, context: Context
     ) -> pb.GetCustomerResponse:
-        request = _decoded(request)
         ref = check_ref(request.customer)
         if request.timeline_limit < 0:
             raise InvalidArgument.for_field(
@@ -150,9 +141,8 @@ class CustomerServicer:
         return pb.GetCustomerResponse(customer=view)
 
     async def ListTimeline(
-        self, request: pb.ListTimelineRequest | Undecodable, context: Context
+        self, request: pb.ListTimelineRequest, context: Context
     ) -> pb.ListTimelineResponse:
-        request = _decoded(request)
         ref = check_ref(request.customer)
         check_timeline_request(request)
         found = await self._lookup.find(ref)
@@ -177,9 +167,8 @@ class CustomerServicer:
         )
 
     async def FindCustomer(
-        self, request: pb.FindCustomerRequest | Undecodable, context: Context
+        self, request: pb.FindCustomerRequest, context: Context
     ) -> pb.FindCustomerResponse:
-        request = _decoded(request)
         ref = check_ref(request.customer)
         found = await self._lookup.find(ref)
         cid = found.customer_id
@@ -199,9 +188,8 @@ class CustomerServicer:
         )
 
     async def UpdatePreferences(
-        self, request: pb.UpdatePreferencesRequest | Undecodable, context: Context
+        self, request: pb.UpdatePreferencesRequest, context: Context
     ) -> pb.UpdatePreferencesResponse:
-        request = _decoded(request)
         now_ms = _now_ms()
         errors: list[FieldError] = []
         ref = None
@@ -228,32 +216,6 @@ class CustomerServicer:
         )
 
 
-def _handler(
-    method: Callable[..., Any], request: type[Message], response: type[Message]
-) -> grpc.RpcMethodHandler[Any, Any]:
-    return grpc.unary_unary_rpc_method_handler(
-        method,
-        request_deserializer=deserializer(request),
-        response_serializer=response.SerializeToString,
-    )
-
-
 def add_to_server(servicer: CustomerServicer, server: grpc.aio.Server) -> list[str]:
-    """Register `servicer` with deserializers that turn undecodable bytes into field errors."""
-    handlers = {
-        "GetCustomer": _handler(
-            servicer.GetCustomer, pb.GetCustomerRequest, pb.GetCustomerResponse
-        ),
-        "ListTimeline": _handler(
-            servicer.ListTimeline, pb.ListTimelineRequest, pb.ListTimelineResponse
-        ),
-        "FindCustomer": _handler(
-            servicer.FindCustomer, pb.FindCustomerRequest, pb.FindCustomerResponse
-        ),
-        "UpdatePreferences": _handler(
-            servicer.UpdatePreferences, pb.UpdatePreferencesRequest, pb.UpdatePreferencesResponse
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
-    return [SERVICE_NAME]
+    """Register `servicer`; undecodable requests answer INVALID_ARGUMENT naming the field."""
+    return [wire.register(server, pb.DESCRIPTOR.services_by_name["CustomerService"], servicer)]

@@ -10,6 +10,7 @@ import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from enishi import wire
 from enishi.errors import FieldError, InvalidArgument
 from enishi.identity import KIND_ENUM, IdentifyOutcome, IdentityResolver, Merge, Ref
 from enishi.touchpoints import TouchpointPublisher, new_event_id, new_event_ids
@@ -19,13 +20,12 @@ from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
 from services.ingest.validation import Limits, check_identify, check_touchpoint
 from services.ingest.wire import (
     PartialBatch,
-    Undecodable,
     batch_track_request,
-    identify_request,
     track_request,
 )
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IngestService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["IngestService"]
+SERVICE_NAME = SERVICE.full_name
 IDENTIFIED = "customer.identified"
 MERGED = "identity.merged"
 MERGE_SOURCE = "enishi.ingest"
@@ -72,11 +72,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         event.kind = touchpoint_pb2.TOUCHPOINT_KIND_EVENT
         event.customer_id = customer_id
 
-    async def Track(
-        self, request: pb.TrackRequest | Undecodable, context: Context
-    ) -> pb.TrackResponse:
-        if isinstance(request, Undecodable):
-            raise InvalidArgument(request.errors)
+    async def Track(self, request: pb.TrackRequest, context: Context) -> pb.TrackResponse:
         now_seconds, received = _now()
         event = request.event
         errors, ref = check_touchpoint(event, "event", self._limits, now_seconds)
@@ -88,10 +84,8 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         return pb.TrackResponse(event_id=event.event_id, customer_id=customer_id)
 
     async def BatchTrack(
-        self, request: pb.BatchTrackRequest | PartialBatch | Undecodable, context: Context
+        self, request: pb.BatchTrackRequest | PartialBatch, context: Context
     ) -> pb.BatchTrackResponse:
-        if isinstance(request, Undecodable):
-            raise InvalidArgument(request.errors)
         undecodable: dict[int, list[FieldError]] = {}
         if isinstance(request, PartialBatch):
             batch, undecodable = request.request, request.errors
@@ -128,11 +122,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             await self._publisher.publish([event for _, event in accepted])
         return _batch_response(count, accepted, customer_ids, rejected)
 
-    async def Identify(
-        self, request: pb.IdentifyRequest | Undecodable, context: Context
-    ) -> pb.IdentifyResponse:
-        if isinstance(request, Undecodable):
-            raise InvalidArgument(request.errors)
+    async def Identify(self, request: pb.IdentifyRequest, context: Context) -> pb.IdentifyResponse:
         now_seconds, received = _now()
         errors, checked = check_identify(request, self._limits, now_seconds)
         if errors or checked is None:
@@ -224,28 +214,12 @@ def _log_outcome(outcome: IdentifyOutcome) -> None:
 
 
 def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> list[str]:
-    """Register `servicer` with the forgiving deserializers of `services.ingest.wire`.
-
-    Used instead of the generated `add_IngestServiceServicer_to_server`, whose deserializers
-    let a decode failure answer a status that names no field.
-    """
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "Track": grpc.unary_unary_rpc_method_handler(
-            servicer.Track,
-            request_deserializer=track_request,
-            response_serializer=pb.TrackResponse.SerializeToString,
-        ),
-        "BatchTrack": grpc.unary_unary_rpc_method_handler(
-            servicer.BatchTrack,
-            request_deserializer=batch_track_request,
-            response_serializer=pb.BatchTrackResponse.SerializeToString,
-        ),
-        "Identify": grpc.unary_unary_rpc_method_handler(
-            servicer.Identify,
-            request_deserializer=identify_request,
-            response_serializer=pb.IdentifyResponse.SerializeToString,
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
-    return [SERVICE_NAME]
+    """Register `servicer`; Track and BatchTrack use ingest's own forgiving deserializers."""
+    return [
+        wire.register(
+            server,
+            SERVICE,
+            servicer,
+            {"Track": track_request, "BatchTrack": batch_track_request},
+        )
+    ]

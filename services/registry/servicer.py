@@ -24,6 +24,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from enishi import wire
 from enishi.errors import FailedPrecondition, FieldError, InvalidArgument, NotFound, Unavailable
 from enishi.grpc_server import REQUEST_ID_KEY, current_request_id
 from enishi.journeys import Journey, JourneyInvalid, Severity, parse_journey, validate
@@ -580,6 +581,5 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
 
 
 def add_to_server(servicer: JourneyRegistryServicer, server: grpc.aio.Server) -> list[str]:
-    """Register the servicer; returns the service names for health and reflection."""
-    pb_grpc.add_JourneyRegistryServicer_to_server(servicer, server)
-    return [SERVICE_NAME]
+    """Register the servicer; undecodable requests answer INVALID_ARGUMENT naming the field."""
+    return [wire.register(server, pb.DESCRIPTOR.services_by_name["JourneyRegistry"], servicer)]

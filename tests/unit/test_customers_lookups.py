@@ -11,10 +11,10 @@ from enishi.errors import InvalidArgument
 from enishi.identity import Ref
 from enishi.v1 import customer_pb2, identity_pb2, journey_pb2, touchpoint_pb2
 from enishi.v1 import customer_service_pb2 as pb
+from enishi.wire import Undecodable, deserializer
 from services.customers.journeys import active_from_hash
 from services.customers.refs import check_ref
 from services.customers.servicer import check_timeline_request
-from services.customers.wire import Undecodable, deserializer
 
 Kind = touchpoint_pb2.TouchpointKind
 
@@ -90,7 +90,7 @@ def test_undecodable_bytes_become_a_field_error() -> None:
     parse = deserializer(pb.GetCustomerRequest)
     bad = parse(b"\x0a\x04\x1a\x02\xff\xfe")
     assert isinstance(bad, Undecodable)
-    assert bad.error.field == "request"
+    assert [e.field for e in bad.errors] == ["customer.email"]
     good = parse(pb.GetCustomerRequest(timeline_limit=3).SerializeToString())
     assert isinstance(good, pb.GetCustomerRequest) and good.timeline_limit == 3
 
