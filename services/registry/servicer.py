@@ -572,7 +572,7 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
         definitions = await self._store.definitions(journey_id)
         # The counters live in the store's Redis (the stream processor writes them); the store
         # has no public client, and this handler is the only reader.
-        counters = await stats.read_counters(self._store._redis, journey_id)
+        counters = await self._store.stats_counters(journey_id)
         return pb.GetJourneyStatsResponse(
             stats=stats.build(
                 journey_id, counters, stats.step_order(definitions), request.version, self._clock()

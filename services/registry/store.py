@@ -20,6 +20,7 @@ from enishi import keys
 from enishi.errors import FailedPrecondition
 from enishi.registry import TriggerEntry
 from enishi.v1 import journey_pb2
+from services.registry.stats import Counters, read_counters
 from services.registry.trigger_index import replace_journey
 
 # State hash fields (keys.journey_state). `hash:<content hash>` → version makes registration
@@ -134,6 +135,10 @@ class JourneyStore:
     def __init__(self, redis: aioredis.Redis, clock: Callable[[], datetime] = _now) -> None:
         self._redis = redis
         self._clock = clock
+
+    async def stats_counters(self, journey_id: str) -> Counters:
+        """The journey's analytics counters, as the stream processor keeps them."""
+        return await read_counters(self._redis, journey_id)
 
     async def ping(self) -> bool:
         """Readiness: Redis answers."""
