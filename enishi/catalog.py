@@ -34,6 +34,9 @@ class ServiceSpec:
     # False for local-only tools (the provider sandbox): in `enishi dev up` and under a
     # docker-compose profile, never in deploy/k8s.
     production: bool = True
+    # Settings fields naming further ports the process listens on (besides gRPC and
+    # metrics); `enishi dev up` shifts them by its port offset like the others.
+    extra_ports: tuple[str, ...] = ()
 
     @property
     def grpc_port(self) -> int | None:
@@ -46,6 +49,10 @@ class ServiceSpec:
     def metrics_port(self) -> int:
         return int(self.settings.model_fields["metrics_port"].default)
 
+    def default_port(self, field: str) -> int:
+        """The default of one of this service's port settings."""
+        return int(self.settings.model_fields[field].default)
+
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(name="ingest", module="services.ingest", settings=IngestSettings),
@@ -55,10 +62,19 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(name="worker", module="services.worker", settings=WorkerSettings),
     # The sandbox before the channel services, so `dev up` has their providers up first.
     ServiceSpec(
-        name="sandbox", module="services.sandbox", settings=SandboxSettings, production=False
+        name="sandbox",
+        module="services.sandbox",
+        settings=SandboxSettings,
+        production=False,
+        extra_ports=("sandbox_smtp_port", "sandbox_http_port"),
     ),
     ServiceSpec(name="email", module="services.email", settings=EmailSettings),
-    ServiceSpec(name="line", module="services.line", settings=LineSettings),
+    ServiceSpec(
+        name="line",
+        module="services.line",
+        settings=LineSettings,
+        extra_ports=("line_webhook_port",),
+    ),
     ServiceSpec(name="sms", module="services.sms", settings=SmsSettings),
     ServiceSpec(name="push", module="services.push", settings=PushSettings),
 )

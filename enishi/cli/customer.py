@@ -22,8 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console, Group
 from rich.table import Table
 
-from enishi.catalog import by_name
-from enishi.config import DevStackSettings
+from enishi.devstack.parts import local_target
 from enishi.v1 import (
     channel_pb2,
     consent_pb2,
@@ -66,9 +65,7 @@ def default_target() -> str:
     configured = os.environ.get(TARGET_ENV)
     if configured:
         return configured
-    port = by_name("customers").grpc_port
-    assert port is not None
-    return f"localhost:{port + DevStackSettings().service_port_offset}"
+    return local_target("customers")
 
 
 def _call(target: str, method: Callable[[pb_grpc.CustomerServiceStub], R]) -> R:

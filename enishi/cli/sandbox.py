@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from enishi.config import SandboxSettings
+from enishi.devstack.parts import LOOPBACK, local_port
 
 URL_ENV: Final = "ENISHI_SANDBOX_URL"
 TIMEOUT_SECONDS: Final = 10.0
@@ -35,9 +35,8 @@ UrlOption = Annotated[
 
 def base_url(url: str | None = None) -> str:
     """`--url`, else `ENISHI_SANDBOX_URL`, else the local stack's sandbox."""
-    return (
-        url or os.environ.get(URL_ENV) or f"http://localhost:{SandboxSettings().sandbox_http_port}"
-    ).rstrip("/")
+    local = f"http://{LOOPBACK}:{local_port('sandbox', 'sandbox_http_port')}"
+    return (url or os.environ.get(URL_ENV) or local).rstrip("/")
 
 
 def call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from enishi.catalog import SERVICES
+from enishi.catalog import SERVICES, by_name
 from enishi.config import DevStackSettings
 from enishi.devstack import binaries, probes
 from workflows.contract import SEARCH_ATTRIBUTES
@@ -144,10 +144,30 @@ def _search_attribute_flags() -> list[str]:
     return flags
 
 
+def provider_env(settings: DevStackSettings) -> dict[str, str]:
+    """Point the channel services at the sandbox's (offset) ports, and the sandbox at LINE's.
+
+    Every service gets these; settings classes ignore variables that are not theirs.
+    """
+    offset = settings.service_port_offset
+    sandbox, line = by_name("sandbox"), by_name("line")
+    smtp = sandbox.default_port("sandbox_smtp_port") + offset
+    http = f"http://{LOOPBACK}:{sandbox.default_port('sandbox_http_port') + offset}"
+    webhook = line.default_port("line_webhook_port") + offset
+    return {
+        "ENISHI_EMAIL_SMTP_HOST": LOOPBACK,
+        "ENISHI_EMAIL_SMTP_PORT": str(smtp),
+        "ENISHI_LINE_API_URL": f"{http}/line",
+        "ENISHI_SMS_API_URL": f"{http}/sms",
+        "ENISHI_PUSH_API_URL": f"{http}/fcm",
+        "ENISHI_SANDBOX_LINE_WEBHOOK_URL": f"http://{LOOPBACK}:{webhook}/line/webhook",
+    }
+
+
 def service_parts(settings: DevStackSettings) -> list[Part]:
     """Every enishi service in the catalogue, each its own `python -m` process."""
     parts: list[Part] = []
-    common = service_env(settings)
+    common = {**service_env(settings), **provider_env(settings)}
     offset = settings.service_port_offset
     for spec in SERVICES:
         metrics_port = spec.metrics_port + offset
@@ -162,6 +182,11 @@ def service_parts(settings: DevStackSettings) -> list[Part]:
         else:
             probe = _http_probe(f"http://{LOOPBACK}:{metrics_port}/readyz")
         ports.append(Port(metrics_port, "metrics", "ENISHI_DEV_SERVICE_PORT_OFFSET"))
+        for setting in spec.extra_ports:
+            port = spec.default_port(setting) + offset
+            env[f"ENISHI_{setting.upper()}"] = str(port)
+            label = setting.removeprefix(f"{spec.name}_").removesuffix("_port")
+            ports.append(Port(port, label, "ENISHI_DEV_SERVICE_PORT_OFFSET"))
         parts.append(
             Part(
                 name=spec.name,
@@ -189,3 +214,13 @@ def all_parts(settings: DevStackSettings, *, services: bool = True) -> list[Part
     if services:
         parts += service_parts(settings)
     return parts
+
+
+def local_port(service: str, setting: str = "grpc_port") -> int:
+    """Where `enishi dev up` puts one of `service`'s ports: its default plus the offset."""
+    return by_name(service).default_port(setting) + DevStackSettings().service_port_offset
+
+
+def local_target(service: str) -> str:
+    """`host:port` of `service`'s gRPC server in the local stack (the CLIs' default target)."""
+    return f"{LOOPBACK}:{local_port(service)}"

@@ -22,6 +22,7 @@ def _service_port_offset() -> int:
         offset = random.randrange(1000, 9000)
         wanted = [s.metrics_port + offset for s in SERVICES]
         wanted += [s.grpc_port + offset for s in SERVICES if s.grpc_port is not None]
+        wanted += [s.default_port(f) + offset for s in SERVICES for f in s.extra_ports]
         if not any(in_use(p) for p in wanted):
             return offset
     raise RuntimeError("no free service port offset found")
