@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from enishi.v1 import dispatch_pb2, touchpoint_pb2
 from services.sandbox.app import Sandbox
 from services.sandbox.faults import Fault
 from tests.conftest import LocalServers
@@ -97,6 +98,14 @@ async def test_killing_the_line_service_mid_batch_loses_no_message_and_sends_non
             return len(await delivered()) == len(events)
 
         await eventually(all_delivered, timeout=45)
+
+        # The ledger fills before the receipts go out: wait for those too before stopping.
+        async def all_receipted() -> bool:
+            return {r.receipt.dispatch_id for r in await _sent(servers, events)} == {
+                e.dispatch_id for e in events
+            }
+
+        await eventually(all_receipted, timeout=45)
     finally:
         if process.returncode is None:
             process.terminate()
@@ -106,11 +115,14 @@ async def test_killing_the_line_service_mid_batch_loses_no_message_and_sends_non
     counts = await delivered()
     assert set(counts) == addresses
     assert set(counts.values()) == {1}, "a message went out twice"
-    sent = [
-        r
-        for r in await receipts(servers.kafka_bootstrap, {e.customer_id for e in events})
-        if r.name == "message.sent"
-    ]
+    sent = await _sent(servers, events)
     assert {r.receipt.dispatch_id for r in sent} == {e.dispatch_id for e in events}
     # Copies re-published after the restart share their event id: one event each.
     assert len({r.event_id for r in sent}) == len(events)
+
+
+async def _sent(
+    servers: LocalServers, events: list[dispatch_pb2.DispatchEvent]
+) -> list[touchpoint_pb2.Touchpoint]:
+    found = await receipts(servers.kafka_bootstrap, {e.customer_id for e in events})
+    return [r for r in found if r.name == "message.sent"]
