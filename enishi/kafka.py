@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 
 from enishi.config import CommonSettings
 
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+log = structlog.get_logger(__name__)
 
 
 def producer(settings: CommonSettings, *, linger_ms: int = 5) -> AIOKafkaProducer:
@@ -56,3 +61,54 @@ async def ensure_topics(
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
     errors = getattr(response, "topic_errors", [])
     return [(str(e[0]), int(e[1]), e[2] if len(e) > 2 else None) for e in errors]
+
+
+async def consume_batches(
+    consumer: AIOKafkaConsumer,
+    process: Callable[[list[Any]], Awaitable[object]],
+    *,
+    batch_max: int,
+    batch_wait_ms: int,
+    name: str,
+) -> None:
+    """Poll a batch, `process` it, commit `offset + 1` per partition; forever, until cancelled.
+
+    The one consume loop of every enishi consumer (design §6: effects first, then offsets).
+    A stop signal that arrives mid-batch lets the batch in hand finish and commit before the
+    cancellation goes on, so a graceful stop redelivers nothing; a SIGKILL redelivers the batch
+    and the consumer's dedupe absorbs it. The consumer must be started.
+    """
+    while True:
+        batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
+            timeout_ms=batch_wait_ms, max_records=batch_max
+        )
+        if not batches:
+            continue
+        records = [record for partition in batches.values() for record in partition]
+        offsets = {tp: partition[-1].offset + 1 for tp, partition in batches.items()}
+        batch = asyncio.ensure_future(
+            _process_and_commit(consumer, process, records, offsets, name)
+        )
+        try:
+            await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            await batch
+            raise
+
+
+async def _process_and_commit(
+    consumer: AIOKafkaConsumer,
+    process: Callable[[list[Any]], Awaitable[object]],
+    records: list[Any],
+    offsets: dict[TopicPartition, int],
+    name: str,
+) -> None:
+    outcome = await process(records)
+    try:
+        await consumer.commit(offsets)
+    except CommitFailedError:
+        # The group rebalanced under us: the partitions' new owner gets these records again
+        # and the consumer's dedupe absorbs them.
+        log.warning(f"{name}.commit_failed", partitions=len(offsets))
+        return
+    log.debug(f"{name}.batch_committed", **dict(getattr(outcome, "__dict__", {})))

@@ -29,8 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
@@ -41,6 +40,7 @@ from enishi.channels.receipts import channel_name, receipt_touchpoint
 from enishi.config import ChannelSettings
 from enishi.dead_letters import DeadLetter, SourceRecord
 from enishi.http_endpoint import MetricsEndpoint
+from enishi.kafka import consume_batches
 from enishi.metrics import CHANNEL_ATTEMPTS, CHANNEL_DISPATCHES, CHANNEL_SEND_SECONDS
 from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import channel_pb2, dispatch_pb2, touchpoint_pb2
@@ -413,28 +413,13 @@ async def consume(
     batch_wait_ms: int,
 ) -> None:
     """Poll, deliver, commit, forever (until cancelled). The consumer must be started."""
-    while True:
-        batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
-            timeout_ms=batch_wait_ms, max_records=batch_max
-        )
-        if not batches:
-            continue
-        records = [record for partition in batches.values() for record in partition]
-        outcome = await processor.process(records)
-        offsets = {tp: partition[-1].offset + 1 for tp, partition in batches.items()}
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError:
-            # Rebalanced under us: the new owner gets these records again and finds them done.
-            log.warning("channel.commit_failed", partitions=len(offsets))
-            continue
-        log.debug(
-            "channel.batch_committed",
-            sent=outcome.sent,
-            failed=outcome.failed,
-            duplicates=outcome.duplicates,
-            invalid=outcome.invalid,
-        )
+    await consume_batches(
+        consumer,
+        processor.process,
+        batch_max=batch_max,
+        batch_wait_ms=batch_wait_ms,
+        name="channel",
+    )
 
 
 def consumer_for(settings: ChannelSettings, channel: str) -> AIOKafkaConsumer:

@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka import AIOKafkaConsumer
 from google.protobuf.message import DecodeError
 
 from enishi import dead_letters
 from enishi.dead_letters import DeadLetter, SourceRecord
+from enishi.kafka import consume_batches
 from enishi.memory import model
 from enishi.memory.apply import InvalidTouchpoint, Plan, plan, validate
 from enishi.memory.writer import MemoryWriter
@@ -109,30 +109,16 @@ async def consume(
     batch_wait_ms: int,
 ) -> None:
     """Poll, process, commit, forever (until cancelled). The consumer must be started."""
-    while True:
-        batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
-            timeout_ms=batch_wait_ms, max_records=batch_max
-        )
-        if not batches:
-            continue
-        records = [record for partition in batches.values() for record in partition]
+
+    async def timed(records: list[Any]) -> BatchOutcome:
         started = time.perf_counter()
         outcome = await processor.process(records)
         STREAM_BATCH_SECONDS.observe(time.perf_counter() - started)
-        offsets = {tp: partition[-1].offset + 1 for tp, partition in batches.items()}
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError:
-            # The group rebalanced under us: the partitions' new owner gets these records
-            # again and the memory dedupes them.
-            log.warning("stream.commit_failed", partitions=len(offsets))
-            continue
-        log.debug(
-            "stream.batch_committed",
-            applied=outcome.applied,
-            duplicates=outcome.duplicates,
-            dead_lettered=outcome.dead_lettered,
-        )
+        return outcome
+
+    await consume_batches(
+        consumer, timed, batch_max=batch_max, batch_wait_ms=batch_wait_ms, name="stream"
+    )
 
 
 def consumer_for(bootstrap: str, topic: str, group_id: str, *, batch_max: int) -> AIOKafkaConsumer:
