@@ -18,11 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from temporalio.client import Client
+
 from enishi import topics
 from enishi.config import DevStackSettings
 from enishi.devstack import ports
-from enishi.devstack.parts import Part, all_parts, kafka_bootstrap
+from enishi.devstack.parts import Part, all_parts, kafka_bootstrap, temporal_address
 from enishi.kafka import ensure_topics
+from enishi.temporal import register_search_attributes
 
 STATE_FILE = "stack.json"
 STOP_GRACE_SECONDS = 15.0
@@ -172,6 +175,9 @@ class Supervisor:
             servers = [p for p in parts if p.kind == "server"]
             services = [p for p in parts if p.kind == "service"]
             await self._start_all(servers, running)
+            # Also on a SQLite file made before an attribute joined the contract.
+            temporal = await Client.connect(temporal_address(self.settings))
+            await register_search_attributes(temporal)
             created = await ensure_topics(
                 kafka_bootstrap(self.settings),
                 topics.all_topics(),

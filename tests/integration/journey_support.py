@@ -16,11 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from enishi.journeys import JourneyInvalid, parse_journey
@@ -39,34 +36,12 @@ from workflows.contract import (
 )
 from workflows.journey import JourneyWorkflow
 
-_INDEXED = {
-    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT,
-}
 TEMPLATE = {
     "email": {
         "ja": {"subject": "件名", "text": "本文"},
         "en": {"subject": "Subject", "text": "Body"},
     }
 }
-
-
-async def register_search_attributes(client: Client) -> None:
-    """Add the journey search attributes (the time-skipping server starts with none).
-
-    The test server has AddSearchAttributes but not ListSearchAttributes, so each one is
-    added on its own and "already exists" (a second test module in the session) is fine.
-    """
-    for name, kind in contract.SEARCH_ATTRIBUTES.items():
-        try:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(
-                    namespace=client.namespace, search_attributes={name: _INDEXED[kind]}
-                )
-            )
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.ALREADY_EXISTS:
-                raise
 
 
 def journey_source(

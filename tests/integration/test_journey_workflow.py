@@ -19,12 +19,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from enishi.journeys import parse_journey
 from enishi.journeys.model import SplitStep
+from enishi.temporal import register_search_attributes
 from tests.integration.journey_support import (
     Fakes,
     enroll,
     event,
     journey_source,
-    register_search_attributes,
     send,
     worker,
 )

@@ -12,11 +12,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from enishi.temporal import register_search_attributes
 from tests.integration.journey_support import (
     Fakes,
     enroll,
     journey_source,
-    register_search_attributes,
     send,
     worker,
 )

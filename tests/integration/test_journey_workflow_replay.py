@@ -18,12 +18,12 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from enishi.temporal import register_search_attributes
 from tests.integration.journey_support import (
     Fakes,
     enroll,
     event,
     journey_source,
-    register_search_attributes,
     send,
     worker,
 )
