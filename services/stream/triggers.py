@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 from google.protobuf import json_format
@@ -28,7 +28,7 @@ from enishi.journeys.model import in_holdout
 from enishi.memory.reader import MemoryReader
 from enishi.memory.writer import MemoryWriter
 from enishi.metrics import TRIGGER_DECISIONS
-from enishi.v1 import touchpoint_pb2
+from enishi.v1 import customer_pb2, touchpoint_pb2
 from services.stream.enrollments import STARTS, EnrollmentStore, Outcome, decide, load
 from services.stream.hooks import AppliedBatch
 from services.stream.journey_calls import JourneyCalls
@@ -55,16 +55,28 @@ class CustomerContexts(Protocol):
     async def load(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
 
 
+# Customers whose trigger work runs at once. Each holds a Redis connection while it works (a
+# memory read, a WATCH/MULTI enrollment), and redis-py's asyncio pool (100 connections by
+# default) raises MaxConnectionsError instead of waiting: a batch with more customers than
+# that would fail, be redelivered and fail again, forever. Temporal calls are bounded apart.
+CUSTOMER_CONCURRENCY: Final = 32
+
+
 class MemoryContexts:
     """`customer` variables from the memory reader, the customers read concurrently."""
 
-    def __init__(self, reader: MemoryReader) -> None:
+    def __init__(self, reader: MemoryReader, *, concurrency: int = CUSTOMER_CONCURRENCY) -> None:
         self._reader = reader
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def load(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(customer_ids)
-        views = await asyncio.gather(*(self._reader.customer(cid, timeline_limit=0) for cid in ids))
+        views = await asyncio.gather(*(self._read(cid) for cid in ids))
         return {cid: customer_variables(cid, view) for cid, view in zip(ids, views, strict=True)}
+
+    async def _read(self, customer_id: str) -> customer_pb2.Customer | None:
+        async with self._slots:
+            return await self._reader.customer(customer_id, timeline_limit=0)
 
 
 @dataclass
@@ -94,8 +106,10 @@ class JourneyTriggers:
         contexts: CustomerContexts | None = None,
         resolve: Resolve | None = None,
         clock: Callable[[], float] = time.time,
+        concurrency: int = CUSTOMER_CONCURRENCY,
     ) -> None:
         self._redis = redis
+        self._slots = asyncio.Semaphore(concurrency)
         self._calls = calls
         self._index = index or TriggerIndexCache(redis)
         self._store = store or EnrollmentStore(redis)
@@ -126,7 +140,7 @@ class JourneyTriggers:
             await self._read_condition_values(work)
         now_ms = int(self._clock() * 1000)
         results = await asyncio.gather(
-            *(self._customer(c, index, contexts.get(c.customer_id), now_ms) for c in work),
+            *(self._bounded(c, index, contexts.get(c.customer_id), now_ms) for c in work),
             return_exceptions=True,
         )
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -188,6 +202,16 @@ class JourneyTriggers:
             customers[target] = _customer(target, [], results[2 * n : 2 * n + 2])
         for cid in aliased:
             customers[targets[cid]].events.extend(by_id[cid])
+
+    async def _bounded(
+        self,
+        customer: _Customer,
+        index: TriggerIndex,
+        context: dict[str, Any] | None,
+        now_ms: int,
+    ) -> None:
+        async with self._slots:
+            await self._customer(customer, index, context, now_ms)
 
     async def _customer(
         self,

@@ -1,0 +1,1 @@
+"""`enishi demo`: synthetic customers, their journeys, live progress and the accounting."""
