@@ -376,13 +376,21 @@ class JourneyWorkflow:
             context = await self._customer() if needs_customer else None
             tz = waits.zone(context.time_zone if context else None, self.journey.timezone_fallback)
             traits = context.variables.get("traits", {}) if context else {}
-            woken = waits.wake_at(
-                step.wait,
-                workflow.now(),
-                tz=tz,
-                calendar=self.journey.calendar,
-                traits=traits,
-            )
+            # `holidays` imports its calendars lazily and builds them with gettext (which reads
+            # the process locale): both are refused inside the sandbox and would fail the task
+            # at the first `skip_holidays` wait. The calendar is a pure function of the
+            # library's version (docs/workflow.md, "Waits"), so compute it unrestricted.
+            with (
+                workflow.unsafe.imports_passed_through(),
+                workflow.unsafe.sandbox_unrestricted(),
+            ):
+                woken = waits.wake_at(
+                    step.wait,
+                    workflow.now(),
+                    tz=tz,
+                    calendar=self.journey.calendar,
+                    traits=traits,
+                )
             if isinstance(woken, waits.MissingTraitDate):
                 self._record(step, f"missing:{woken.trait}")
                 if step.wait.on_missing is None:

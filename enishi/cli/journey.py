@@ -65,6 +65,86 @@ def validate_command(
         raise typer.Exit(1)
 
 
+@app.command("simulate")
+def simulate_command(
+    file: Annotated[Path, typer.Argument(help="The journey source (YAML or JSON).")],
+    customer: Annotated[
+        Path, typer.Option("--customer", help="Customer fixture (examples/customers/*.yaml).")
+    ],
+    events: Annotated[
+        Path | None,
+        typer.Option("--events", help="Event script: start, trigger, events at offsets."),
+    ] = None,
+    horizon: Annotated[
+        str | None, typer.Option("--horizon", help="How long to run, e.g. 30d (default 60d).")
+    ] = None,
+    holdout: Annotated[
+        bool | None,
+        typer.Option("--holdout/--no-holdout", help="Force the holdout group (default: hash)."),
+    ] = None,
+) -> None:
+    """Run the journey on the time-skipping server for one customer and print what would be
+    sent, on which channel, at which local time, and why (docs/journeys.md, "Simulation")."""
+    import asyncio
+
+    from workflows.simulation import (
+        EventScript,
+        SimulationError,
+        load_customer,
+        load_script,
+        simulate,
+    )
+
+    try:
+        source = file.read_text(encoding="utf-8")
+        fixture = load_customer(customer.read_text(encoding="utf-8"), str(customer))
+        script = load_script(events.read_text(encoding="utf-8"), str(events)) if events else None
+    except (OSError, UnicodeDecodeError, SimulationError) as exc:
+        err.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    result = validate(source)
+    for diagnostic in result.diagnostics:
+        if diagnostic.severity == Severity.ERROR:
+            out.print(diagnostic.format(str(file)), style="red", markup=False)
+    if not result.ok:
+        err.print(f"{file}: not simulated: fix the errors first", style="red", markup=False)
+        raise typer.Exit(1)
+    overrides = {k: v for k, v in (("horizon", horizon), ("holdout", holdout)) if v is not None}
+    script = (script or EventScript()).model_copy(update=overrides)
+    try:
+        report = asyncio.run(simulate(source, fixture, script))
+    except SimulationError as exc:
+        err.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    head = (
+        f"{report.journey_id} for {report.customer_id} ({report.time_zone}), "
+        f"from {report.local(report.start):%Y-%m-%d %a %H:%M} to "
+        f"{report.local(report.horizon_end):%Y-%m-%d %a %H:%M}"
+    )
+    out.print(head, markup=False)
+    if not report.enrolled:
+        out.print(f"not enrolled: {report.not_enrolled_why}", style="yellow", markup=False)
+        return
+    if report.holdout:
+        out.print("in the holdout group: nothing is sent", style="yellow", markup=False)
+    for row in report.rows():
+        out.print(f"{row.at:%m-%d %a %H:%M}  {row.step_id or '-':<16} {row.outcome}", markup=False)
+        if row.content:
+            out.print(f"{'':18}  {row.content}", markup=False)
+        if row.why:
+            out.print(f"{'':18}  why: {row.why}", style="dim", markup=False)
+    if report.outcome is not None:
+        ended = report.outcome
+        because = f" ({ended.reason})" if ended.reason else ""
+        out.print(f"ended: {ended.status}{because} at step {ended.last_step}", markup=False)
+    else:
+        out.print(f"still running at step {report.still_at} when the horizon ended", markup=False)
+    out.print(f"{len(report.sent())} message(s) would be sent", markup=False)
+
+
+# --- the registry: register, activate, pause, resume, archive, list, show, migrate ----------
+# Each command is one or two JourneyRegistry calls (docs/registry.md) to --target.
+
 REGISTRY_TARGET_ENV = "ENISHI_REGISTRY_TARGET"
 CALL_TIMEOUT_SECONDS = 120.0  # pause/archive with CANCEL signal every running enrollment
 _PROTO_SEVERITY = {
