@@ -3,9 +3,12 @@
 Starts Tansu and Valkey on free ports (or uses `--kafka`/`--redis`), then, `--runs` times
 over (interleaved, so a busy moment of the shared box hurts raw and project alike):
 raw aiokafka produce and consume, raw pipelined HINCRBY, ingest BatchTrack → Kafka, the
-memory writer and the whole stream processor. Prints a table of the best run of each
-figure with its ratio to its raw limit and its goal (design.md §8), and writes it as JSON
-to `bench/results/<quick|full>.json`. `--quick` (one small run) takes well under a minute.
+memory writer and the whole stream processor; then, on its own stack with Temporal, raw
+signal-with-start next to enrollments through the stream's trigger path, Temporal calls for
+ignored events and trigger → dispatch latency (`bench/bench_journeys.py`). Prints a table of
+the best run of each figure with its ratio to its raw limit and its goal (design.md §8), and
+writes it as JSON to `bench/results/<quick|full>.json`. `--quick` (one small run) takes
+about a minute.
 Nothing here asserts a time.
 """
 
@@ -24,13 +27,13 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from bench import bench_ingest, bench_stream, raw
+from bench import bench_ingest, bench_journeys, bench_stream, raw
 from bench.report import Figure, as_json, table
 from bench.servers import Servers, servers
 from enishi.logs import configure_logging
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("ingest", "stream")
+BENCHMARKS = ("ingest", "stream", "journeys")
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,36 @@ async def _one_run(
         )
 
 
+def _journey_figures(results: bench_journeys.Results) -> dict[str, Figure]:
+    """The journey bench's results as figures (one sample each: it measures once)."""
+    figures = {
+        "raw_signal_with_start": Figure(
+            "raw_signal_with_start", "raw Temporal signal-with-start", "/s"
+        ),
+        "enrollments": Figure(
+            "enrollments",
+            "enrollments (stream trigger path → Temporal)",
+            "/s",
+            limit="raw_signal_with_start",
+            goal_ratio=0.8,
+        ),
+        "temporal_calls_ignored": Figure(
+            "temporal_calls_ignored",
+            "Temporal calls per 1,000 events no journey cares about",
+            "calls",
+            note="goal: 0",
+        ),
+    }
+    figures["raw_signal_with_start"].samples.append(results.raw_signal_with_start_per_s)
+    figures["enrollments"].samples.append(results.enrollments_per_s)
+    figures["temporal_calls_ignored"].samples.append(results.temporal_calls_per_1000_ignored)
+    for quantile, value in sorted(results.latency_ms.items()):
+        key = f"trigger_dispatch_{quantile}"
+        figures[key] = Figure(key, f"trigger → dispatch latency {quantile}", "ms")
+        figures[key].samples.append(value)
+    return figures
+
+
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -190,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         sizes = Sizes(**{**asdict(sizes), "runs": args.runs})
     only = set(args.only or BENCHMARKS)
     figures = asyncio.run(_run(args, sizes, only))
+    if "journeys" in only:
+        journeys = bench_journeys.QUICK if args.quick else bench_journeys.Sizes()
+        figures.update(_journey_figures(asyncio.run(bench_journeys.measure(journeys))))
     mode = "quick" if args.quick else "full"
     output = (
         args.output
