@@ -218,3 +218,8 @@ async def enroll(
         execution_timeout=timedelta(days=800),
     )
     return Enrolled(handle, customer, first)
+
+
+def at(value: str) -> datetime:
+    """An ISO 8601 time as an aware datetime (workflow times cross Temporal as text)."""
+    return datetime.fromisoformat(value)

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from enishi.journeys import parse_journey
 from enishi.journeys.model import SplitStep
-from enishi.temporal import register_search_attributes
 from tests.integration.journey_support import (
     Fakes,
+    at,
     enroll,
     event,
     journey_source,
@@ -33,21 +31,6 @@ from workflows.activities.customer_context import CustomerContext
 from workflows.contract import SendOutcome, SendRequest
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def env(time_skipping: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
-    await register_search_attributes(time_skipping.client)
-    yield time_skipping
-
-
-@pytest.fixture
-def task_queue() -> str:
-    return str(uuid.uuid4())
-
-
-def at(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 async def test_a_30_day_journey_sends_waits_and_completes_in_seconds(

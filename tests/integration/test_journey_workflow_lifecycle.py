@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
-import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from enishi.temporal import register_search_attributes
 from tests.integration.journey_support import (
     Fakes,
+    at,
     enroll,
     journey_source,
     send,
@@ -24,21 +21,6 @@ from workflows import contract
 from workflows.contract import MigrateSignal
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def env(time_skipping: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
-    await register_search_attributes(time_skipping.client)
-    yield time_skipping
-
-
-@pytest.fixture
-def task_queue() -> str:
-    return str(uuid.uuid4())
-
-
-def at(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 async def test_continue_as_new_keeps_position_waits_and_dedupe(
