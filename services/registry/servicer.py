@@ -21,8 +21,6 @@ from typing import Any, Final, TypeVar
 
 import grpc
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from enishi import wire
 from enishi.errors import FailedPrecondition, FieldError, InvalidArgument, NotFound, Unavailable
@@ -58,20 +56,23 @@ class DefinitionRejected(InvalidArgument):
 
     def __init__(self, response: pb.ValidateJourneyResponse, diagnostics: JourneyInvalid) -> None:
         self.response = response
-        super().__init__(diagnostics.errors)
+        # The request's field is `source`; the journey path inside it follows (or nothing,
+        # for a YAML syntax error), then where in the text.
+        super().__init__(
+            FieldError(f"source.{e.field}" if e.field else "source", e.message)
+            for e in diagnostics.errors
+        )
 
 
 def _handler(
     method: Callable[[Any, Any, Context], Awaitable[_Response]],
 ) -> Callable[[Any, Any, Context], Awaitable[_Response]]:
-    """Redis down → UNAVAILABLE; a rejected definition → INVALID_ARGUMENT with its trailer."""
+    """A rejected definition → INVALID_ARGUMENT with every diagnostic in its trailer."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: Context) -> _Response:
         try:
             return await method(self, request, context)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise Unavailable("journey store (Redis) unavailable; retry with backoff") from exc
         except DefinitionRejected as exc:
             trailer: list[tuple[str, str | bytes]] = [
                 (DIAGNOSTICS_TRAILER, exc.response.SerializeToString())
