@@ -35,6 +35,10 @@ class TriggerEntry:
     holdout: float = 0.0
     enrollment_cap: int | None = None
     schedule: Mapping[str, Any] | None = field(default=None)  # schedule triggers only
+    # Events every enrollment of this version listens for from its first moment (goal, exit
+    # events): the stream processor writes them to the customer's `awaits` as it enrolls, so
+    # a goal reached before the workflow's first wait is still routed.
+    awaits: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object; `schedule` only when set, so event entries match the contract."""
@@ -43,6 +47,10 @@ class TriggerEntry:
             del data["schedule"]
         else:
             data["schedule"] = dict(self.schedule)
+        if self.awaits:
+            data["awaits"] = list(self.awaits)
+        else:
+            del data["awaits"]
         return data
 
     @classmethod
@@ -57,6 +65,7 @@ class TriggerEntry:
             holdout=float(data.get("holdout", 0.0)),
             enrollment_cap=data.get("enrollment_cap"),
             schedule=data.get("schedule"),
+            awaits=tuple(str(name) for name in data.get("awaits", ())),
         )
 
 
@@ -81,6 +90,7 @@ def trigger_entries(journey: Journey, version: int) -> dict[str, TriggerEntry]:
         "cooldown_seconds": int(reentry.cooldown.total_seconds()) if reentry.cooldown else 0,
         "holdout": journey.holdout,
         "enrollment_cap": journey.enrollment_cap,
+        "awaits": tuple(sorted(journey.lifetime_events())),
     }
     trigger = journey.trigger
     if isinstance(trigger, EventTrigger):

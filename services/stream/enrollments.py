@@ -170,6 +170,14 @@ class EnrollmentStore:
                 updated = enrolled(record, entry, event_id, now_ms, holdout=holdout)
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.hset(key, entry.journey_id, json.dumps(updated, separators=(",", ":")))
+                if entry.awaits:
+                    # Same hash tag, same transaction: the goal and exit events are routed
+                    # from the start, before the workflow's own first `awaits` write.
+                    pipe.hset(
+                        keys.customer(customer_id, keys.AWAITS),
+                        entry.journey_id,
+                        json.dumps(sorted(entry.awaits)),
+                    )
                 try:
                     await pipe.execute()
                 except WatchError:

@@ -45,6 +45,8 @@ class TriggerEntry:
     program: cel.Program | None = field(default=None, compare=False, repr=False)
     uses_customer: bool = False
     """Whether `where` reads `customer`: only then is the customer's memory loaded."""
+    awaits: tuple[str, ...] = ()
+    """Goal and exit events, written to the customer's `awaits` as the customer enrolls."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ def compile_entry(stored: registry.TriggerEntry) -> TriggerEntry:
         program=program,
         uses_customer=program is not None
         and conditions.CUSTOMER in conditions.free_variables(program),
+        awaits=stored.awaits,
     )
 
 

@@ -210,6 +210,20 @@ async def test_an_awaited_event_is_routed_to_the_running_enrollment(stack: _Stac
     assert after - before == 1
 
 
+async def test_a_goal_reached_before_the_first_wait_is_routed(stack: _Stack) -> None:
+    trigger, goal = _name("completed"), _name("repurchased")
+    journey = await _register(stack.redis, trigger, awaits=[goal])
+    customer = unique("cust")
+    order = event(customer, trigger)
+    # The goal right behind the trigger, before the worker has written any `awaits` itself.
+    await stack.deliver([order])
+    awaits = keys.customer(customer, keys.AWAITS)
+    assert json.loads(await stack.redis.hget(awaits, journey) or b"[]") == [goal]
+    reached = event(customer, goal)
+    await stack.deliver([reached])
+    assert await stack.events_of(journey, customer) == [order.event_id, reached.event_id]
+
+
 async def test_a_signal_to_a_finished_enrollment_drops_its_stale_await(stack: _Stack) -> None:
     trigger, reply = _name("completed"), _name("replied")
     journey = await _register(stack.redis, trigger)

@@ -44,6 +44,7 @@ def test_an_event_trigger_is_indexed_under_the_event_name_in_the_contract_format
             "cooldown_seconds": 7 * 86400,
             "holdout": 0.1,
             "enrollment_cap": 500,
+            "awaits": ["order.completed"],
         }
     ]
 
@@ -57,6 +58,7 @@ def test_a_condition_trigger_is_indexed_under_at_condition_with_the_condition_as
     assert field == CONDITION_TRIGGERS
     assert entry.where == "customer.phase == 'lapsing'"
     assert entry.reentry == "never" and entry.enrollment_cap is None
+    assert entry.awaits == ()  # no goal, no exit events: nothing to listen for from the start
 
 
 def test_a_schedule_trigger_is_indexed_under_at_schedule_with_its_schedule() -> None:
