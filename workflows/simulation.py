@@ -494,11 +494,8 @@ class SimulationActivities:
             return self._record(
                 req, now, why, "skipped", skip.channel, reason_name(skip.reason), skip.detail
             )
-        journey_zone = (
-            journey.timezone_fallback if "timezone_fallback" in journey.model_fields_set else None
-        )
-        zone = quiet_hours.zone_for(
-            view.preferences.time_zone, journey_zone, self._settings.sending_fallback_time_zone
+        zone = quiet_hours.customer_zone(
+            view.preferences.time_zone, journey, self._settings.sending_fallback_time_zone
         )
         window = quiet_hours.window_of(view.preferences.quiet_hours)
         first = choice.eligible[0].channel
@@ -770,10 +767,8 @@ async def _simulate(
 ) -> SimulationReport:
     client = env.client
     await register_search_attributes(client)
-    zone = quiet_hours.zone_for(
-        customer.preferences.time_zone,
-        journey.timezone_fallback,
-        settings.sending_fallback_time_zone,
+    zone = quiet_hours.customer_zone(
+        customer.preferences.time_zone, journey, settings.sending_fallback_time_zone
     )
     start = start_instant(await env.get_current_time(), script.start, zone)
     memory = SimulatedMemory(customer, start)

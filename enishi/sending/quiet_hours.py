@@ -12,7 +12,7 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
-from enishi.journeys import clock
+from enishi.journeys import Journey, clock
 from enishi.v1 import consent_pb2
 
 
@@ -37,6 +37,13 @@ def zone_for(customer_zone: str, journey_zone: str | None, platform_zone: str) -
         if name and clock.is_timezone(name):
             return zoneinfo.ZoneInfo(name)
     return zoneinfo.ZoneInfo(clock.DEFAULT_TIMEZONE)
+
+
+def customer_zone(customer_zone: str, journey: Journey, platform_zone: str) -> zoneinfo.ZoneInfo:
+    """`zone_for` with the journey's rule: its `timezone_fallback` counts only when the
+    designer wrote one (the model's default is not a choice the designer made)."""
+    written = "timezone_fallback" in journey.model_fields_set
+    return zone_for(customer_zone, journey.timezone_fallback if written else None, platform_zone)
 
 
 def window_of(quiet: consent_pb2.QuietHours) -> QuietWindow | None:

@@ -101,9 +101,8 @@ class SendActivities:
                 req, now, skip.reason, skip.detail, channel=skip.channel, journey=journey
             )
 
-        journey_zone = journey.timezone_fallback if _sets_zone(journey) else None
-        zone = quiet_hours.zone_for(
-            customer.preferences.time_zone, journey_zone, self._settings.sending_fallback_time_zone
+        zone = quiet_hours.customer_zone(
+            customer.preferences.time_zone, journey, self._settings.sending_fallback_time_zone
         )
         window = quiet_hours.window_of(customer.preferences.quiet_hours)
         first = choice.eligible[0].channel
@@ -303,11 +302,6 @@ def _parse_now(value: str) -> datetime:
             non_retryable=True,
         )
     return now
-
-
-def _sets_zone(journey: Journey) -> bool:
-    """Whether the designer wrote `timezone_fallback` (else the platform's zone applies)."""
-    return "timezone_fallback" in journey.model_fields_set
 
 
 def _event(signal: EventSignal | None, zone: ZoneInfo) -> dict[str, Any] | None:
