@@ -1,9 +1,13 @@
 """Renders the README's configuration table from the settings classes, so they cannot drift.
 
-`python -m enishi.config_table` prints it; `tests/unit/test_config.py` checks the README.
+`python -m enishi.config_table` prints it, `--write` replaces the block in README.md;
+`tests/unit/test_config.py` checks the README.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
@@ -45,5 +49,16 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def write(readme: Path) -> None:
+    """Replace the block between the markers in `readme` with a fresh table."""
+    text = readme.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    readme.write_text(head + render() + tail)
+
+
 if __name__ == "__main__":
-    print(render())
+    if "--write" in sys.argv[1:]:
+        write(Path(__file__).resolve().parent.parent / "README.md")
+    else:
+        print(render())
