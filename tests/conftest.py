@@ -33,6 +33,7 @@ if os.environ.get("CI"):
 
 _FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}
 _FOLDER_MARKERS["e2e"] = pytest.mark.e2e
+_FOLDER_MARKERS["faults"] = pytest.mark.faults
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
