@@ -46,6 +46,7 @@ from enishi.config import CommonSettings, DevStackSettings, RegistrySettings, Wo
 from enishi.devstack.parts import kafka_bootstrap, redis_url, temporal_address
 from enishi.devstack.ports import free_port
 from enishi.devstack.supervisor import Supervisor
+from enishi.enrollment.calls import TemporalJourneyCalls
 from enishi.grpc_server import GrpcServer
 from enishi.logs import configure_logging
 from enishi.memory import model
@@ -59,7 +60,6 @@ from services.registry.servicer import JourneyRegistryServicer, add_to_server
 from services.registry.store import JourneyStore
 from services.stream.app import StreamProcessor, consume, consumer_for
 from services.stream.hooks import AppliedBatch, Hooks
-from services.stream.journey_calls import TemporalJourneyCalls
 from services.stream.triggers import JourneyTriggers
 from services.worker.app import activities, build_worker
 from workflows import contract

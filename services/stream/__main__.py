@@ -7,13 +7,13 @@ from temporalio.client import Client
 
 from enishi import kafka
 from enishi.config import StreamSettings
+from enishi.enrollment.calls import TemporalJourneyCalls
 from enishi.http_endpoint import MetricsEndpoint
 from enishi.memory.model import Retention
 from enishi.memory.writer import MemoryWriter
 from enishi.process import run
 from services.stream.app import StreamProcessor, consume, consumer_for
 from services.stream.hooks import Hooks
-from services.stream.journey_calls import TemporalJourneyCalls
 from services.stream.journey_stats import JourneyStatsHook
 from services.stream.triggers import JourneyTriggers
 

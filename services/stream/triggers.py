@@ -15,24 +15,28 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any
 
 import structlog
 from google.protobuf import json_format
 from redis.asyncio import Redis
 
 from enishi import keys
+from enishi.enrollment.calls import JourneyCalls
+from enishi.enrollment.enroller import (
+    CUSTOMER_CONCURRENCY,
+    CustomerContexts,
+    Enroller,
+    MemoryContexts,
+)
+from enishi.enrollment.index import TriggerEntry, TriggerIndex, TriggerIndexCache, holds
+from enishi.enrollment.records import EnrollmentStore, load
 from enishi.journeys import conditions
-from enishi.journeys.context import customer_variables, event_variables
-from enishi.journeys.model import in_holdout
+from enishi.journeys.context import event_variables
 from enishi.memory.reader import MemoryReader
 from enishi.memory.writer import MemoryWriter
-from enishi.metrics import TRIGGER_DECISIONS
-from enishi.v1 import customer_pb2, touchpoint_pb2
-from services.stream.enrollments import STARTS, EnrollmentStore, Outcome, decide, load
+from enishi.v1 import touchpoint_pb2
 from services.stream.hooks import AppliedBatch
-from services.stream.journey_calls import JourneyCalls
-from services.stream.trigger_index import TriggerEntry, TriggerIndex, TriggerIndexCache
 from workflows import contract
 
 log = structlog.get_logger(__name__)
@@ -47,36 +51,6 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0
 """
-
-
-class CustomerContexts(Protocol):
-    """Loads `customer` CEL variables for customers whose triggers need them."""
-
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
-
-
-# Customers whose trigger work runs at once. Each holds a Redis connection while it works (a
-# memory read, a WATCH/MULTI enrollment), and redis-py's asyncio pool (100 connections by
-# default) raises MaxConnectionsError instead of waiting: a batch with more customers than
-# that would fail, be redelivered and fail again, forever. Temporal calls are bounded apart.
-CUSTOMER_CONCURRENCY: Final = 32
-
-
-class MemoryContexts:
-    """`customer` variables from the memory reader, the customers read concurrently."""
-
-    def __init__(self, reader: MemoryReader, *, concurrency: int = CUSTOMER_CONCURRENCY) -> None:
-        self._reader = reader
-        self._slots = asyncio.Semaphore(concurrency)
-
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        ids = list(customer_ids)
-        views = await asyncio.gather(*(self._read(cid) for cid in ids))
-        return {cid: customer_variables(cid, view) for cid, view in zip(ids, views, strict=True)}
-
-    async def _read(self, customer_id: str) -> customer_pb2.Customer | None:
-        async with self._slots:
-            return await self._reader.customer(customer_id, timeline_limit=0)
 
 
 @dataclass
@@ -112,7 +86,7 @@ class JourneyTriggers:
         self._slots = asyncio.Semaphore(concurrency)
         self._calls = calls
         self._index = index or TriggerIndexCache(redis)
-        self._store = store or EnrollmentStore(redis)
+        self._enroller = Enroller(redis, calls, store=store)
         self._contexts = contexts or MemoryContexts(MemoryReader(redis))
         self._resolve = resolve or MemoryWriter(redis).resolve
         self._clock = clock
@@ -229,7 +203,7 @@ class JourneyTriggers:
                 if context is not None:
                     variables[conditions.CUSTOMER] = context
                 for entry in entries:
-                    if await self._trigger(customer, entry, tp, signal, variables, now_ms):
+                    if await self._trigger(customer, entry, signal, variables, now_ms):
                         started.add(entry.journey_id)
             for journey_id in [j for j, names in customer.awaits.items() if tp.name in names]:
                 if journey_id in started:
@@ -240,12 +214,9 @@ class JourneyTriggers:
             await self._conditions(customer, index.conditions, context, now_ms)
 
     async def _read_condition_values(self, customers: Sequence[_Customer]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for customer in customers:
-                pipe.hgetall(keys.customer(customer.customer_id, keys.CONDITIONS))
-            results = await pipe.execute()
-        for customer, values in zip(customers, results, strict=True):
-            customer.conditions = {j.decode(errors="replace"): v == b"1" for j, v in values.items()}
+        values = await self._enroller.condition_values([c.customer_id for c in customers])
+        for customer, stored in zip(customers, values, strict=True):
+            customer.conditions = stored
 
     async def _conditions(
         self,
@@ -254,88 +225,35 @@ class JourneyTriggers:
         context: dict[str, Any],
         now_ms: int,
     ) -> None:
-        """Enroll where a condition turned from false to true; remember each new value.
+        """Enroll where a condition turned from false to true (`Enroller.conditions`).
 
-        The value is written after the enrollment: a crash in between re-evaluates the
-        transition on redelivery, and the enrollment record (keyed on the same event) makes
-        that a resume, not a second enrollment.
+        The trigger is the customer's last event of the batch: the change that made it true.
         """
-        last = customer.events[-1]  # the change that made it true: the enrollment's trigger
-        signal = event_signal(last, customer.customer_id)
-        variables = {conditions.CUSTOMER: context}
-        changed: dict[str, str] = {}
-        for entry in entries:
-            now_true = _holds(entry, variables, count_filtered=False)
-            if now_true == customer.conditions.get(entry.journey_id, False):
-                continue
-            if now_true:
-                await self._enroll(customer, entry, last, signal, now_ms)
-            changed[entry.journey_id] = "1" if now_true else "0"
-        if changed:
-            await self._redis.hset(
-                keys.customer(customer.customer_id, keys.CONDITIONS),
-                mapping=changed,  # type: ignore[arg-type]
-            )
+        signal = event_signal(customer.events[-1], customer.customer_id)
+        await self._enroller.conditions(
+            customer.customer_id,
+            entries,
+            context,
+            customer.conditions,
+            signal,
+            now_ms,
+            known=customer.enrollments,
+        )
 
     async def _trigger(
         self,
         customer: _Customer,
         entry: TriggerEntry,
-        tp: touchpoint_pb2.Touchpoint,
         signal: contract.EventSignal,
         variables: Mapping[str, Any],
         now_ms: int,
     ) -> bool:
         """Enroll `customer` in `entry`'s journey if `where` holds and the rules allow."""
-        if entry.program is not None and not _holds(entry, variables):
+        if entry.program is not None and not holds(entry, variables):
             return False
-        return await self._enroll(customer, entry, tp, signal, now_ms)
-
-    async def _enroll(
-        self,
-        customer: _Customer,
-        entry: TriggerEntry,
-        tp: touchpoint_pb2.Touchpoint,
-        signal: contract.EventSignal,
-        now_ms: int,
-    ) -> bool:
-        """Record and start an enrollment if re-entry and the cap allow; True when started."""
-        known = customer.enrollments
-        if known is not None:
-            # The batch's snapshot rules most triggers out without a Redis transaction.
-            outcome = decide(known.get(entry.journey_id), entry, tp.event_id, now_ms)
-            if outcome not in STARTS:
-                TRIGGER_DECISIONS.labels(outcome.value).inc()
-                return False
-        holdout = in_holdout(entry.journey_id, entry.holdout, customer.customer_id)
-        result = await self._store.enroll(
-            customer.customer_id, entry, tp.event_id, now_ms, holdout=holdout
+        return await self._enroller.enroll(
+            customer.customer_id, entry, signal, now_ms, known=customer.enrollments
         )
-        if known is not None:
-            known[entry.journey_id] = result.record
-        if result.outcome not in STARTS:
-            TRIGGER_DECISIONS.labels(result.outcome.value).inc()
-            return False
-        request = contract.JourneyInput(
-            journey_id=entry.journey_id,
-            version=result.version,
-            customer_id=customer.customer_id,
-            enrollment=result.count,
-            holdout=result.holdout,
-        )
-        await self._calls.start(request, signal)
-        label = "holdout" if result.outcome is Outcome.ENROLLED and result.holdout else None
-        TRIGGER_DECISIONS.labels(label or result.outcome.value).inc()
-        log.info(
-            "triggers.enrolled",
-            journey_id=entry.journey_id,
-            version=result.version,
-            enrollment=result.count,
-            holdout=result.holdout,
-            outcome=result.outcome.value,
-            event_id=tp.event_id,
-        )
-        return True
 
     async def _drop_stale_await(self, customer: _Customer, journey_id: str) -> None:
         raw = customer.awaits_raw.pop(journey_id, None)
@@ -360,26 +278,6 @@ def event_signal(tp: touchpoint_pb2.Touchpoint, customer_id: str) -> contract.Ev
         kind=kind,
         traceparent=tp.trace.traceparent,
     )
-
-
-def _holds(
-    entry: TriggerEntry, variables: Mapping[str, Any], *, count_filtered: bool = True
-) -> bool:
-    assert entry.program is not None
-    try:
-        result = conditions.evaluate(entry.program, variables)
-    except BaseException as exc:  # noqa: BLE001 - the Rust side raises PanicException
-        if isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
-            raise
-        # A `where` over an absent field (a trait the customer lacks) does not hold.
-        TRIGGER_DECISIONS.labels("error").inc()
-        log.debug("triggers.where_failed", journey_id=entry.journey_id, error=type(exc).__name__)
-        return False
-    if result is True:
-        return True
-    if count_filtered:
-        TRIGGER_DECISIONS.labels("filtered").inc()
-    return False
 
 
 def _unique(touchpoints: Iterable[touchpoint_pb2.Touchpoint]) -> list[touchpoint_pb2.Touchpoint]:

@@ -28,6 +28,7 @@ from temporalio.client import Client
 
 from enishi import kafka, keys, topics
 from enishi.config import CommonSettings, WorkerSettings
+from enishi.enrollment.calls import TemporalJourneyCalls
 from enishi.memory.writer import MemoryWriter
 from enishi.metrics import TEMPORAL_CALLS
 from enishi.v1 import (
@@ -45,7 +46,6 @@ from enishi.v1 import ingest_service_pb2_grpc as ingest_grpc
 from enishi.v1 import journey_registry_pb2 as registry_pb
 from services.stream.app import StreamProcessor, consume
 from services.stream.hooks import Hooks
-from services.stream.journey_calls import TemporalJourneyCalls
 from services.stream.triggers import JourneyTriggers
 from services.worker.app import activities, build_worker
 from tests.conftest import LocalServers

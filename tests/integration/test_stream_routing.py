@@ -20,10 +20,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from enishi import keys
+from enishi.enrollment.calls import TemporalJourneyCalls
 from enishi.journeys.model import in_holdout
 from enishi.v1 import touchpoint_pb2
 from services.stream.hooks import Hooks
-from services.stream.journey_calls import TemporalJourneyCalls
 from services.stream.triggers import JourneyTriggers
 from tests.conftest import LocalServers
 from tests.integration.recording_journey import (

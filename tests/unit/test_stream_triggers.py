@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from enishi import keys
+from enishi.enrollment import records as enrollments
+from enishi.enrollment.index import TriggerEntry, TriggerIndexCache, parse_index
+from enishi.enrollment.records import Enrollment, Outcome, decide, enrolled
 from enishi.journeys.model import in_holdout
 from enishi.memory import model
 from enishi.metrics import TRIGGER_DECISIONS
 from enishi.v1 import touchpoint_pb2
-from services.stream import enrollments
-from services.stream.enrollments import Enrollment, Outcome, decide, enrolled
 from services.stream.hooks import AppliedBatch
-from services.stream.trigger_index import TriggerEntry, TriggerIndexCache, parse_index
 from services.stream.triggers import JourneyTriggers, event_signal
 from workflows import contract
 

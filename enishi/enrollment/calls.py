@@ -1,7 +1,8 @@
-"""The stream processor's only two Temporal calls: start an enrollment, signal an event.
+"""The Temporal calls of enrolling and routing: start an enrollment, signal an event.
 
-Temporal is the scarce resource (design §5): every call is counted in
-`enishi_temporal_calls_total{kind}` and at most `concurrency` are in flight at once.
+Made by the stream processor and by the worker's audience runs. Temporal is the scarce
+resource (design §5): every call is counted in `enishi_temporal_calls_total{kind}` and at
+most `concurrency` are in flight at once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ WORKFLOW_TYPE: Final = "JourneyWorkflow"
 
 
 class JourneyCalls(Protocol):
-    """What the trigger hook needs from Temporal (a fake in unit tests)."""
+    """What enrolling and routing need from Temporal (a fake in unit tests)."""
 
     async def start(self, request: contract.JourneyInput, event: contract.EventSignal) -> None:
         """Signal-with-start `journey:{journey}:{customer}` with `event` as the first signal."""

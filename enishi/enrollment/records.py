@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from enishi import keys
+from enishi.enrollment.index import TriggerEntry
 from enishi.memory import model
-from services.stream.trigger_index import TriggerEntry
 
 Record = Mapping[str, Any]
 
