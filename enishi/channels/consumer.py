@@ -92,14 +92,21 @@ def decode(record: SourceRecord, channel: str) -> dispatch_pb2.DispatchEvent:
         raise InvalidDispatch(f"{channel}: missing, required for channel {channel}")
     if not dispatch.customer_id:
         raise InvalidDispatch("customer_id: missing")
+    if record.key is None:
+        raise InvalidDispatch("key: missing (the customer id)")
     try:
-        key = record.key.decode() if record.key is not None else None
+        key = record.key.decode()
     except UnicodeDecodeError:
         raise InvalidDispatch("key: not UTF-8") from None
-    if key is not None and key != dispatch.customer_id:
+    if key != dispatch.customer_id:
         raise InvalidDispatch("customer_id: differs from the record key")
     if not dispatch.address:
         raise InvalidDispatch("address: missing")
+    if dispatch.HasField("expires_at"):
+        try:
+            dispatch.expires_at.ToDatetime()
+        except (ValueError, OverflowError):
+            raise InvalidDispatch("expires_at: out of range (years 1 to 9999)") from None
     return dispatch
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from enishi import dead_letters
 from enishi.dead_letters import DeadLetter, SourceRecord
@@ -48,12 +49,32 @@ def decode(record: SourceRecord, now_ms: int) -> tuple[touchpoint_pb2.Touchpoint
         touchpoint = touchpoint_pb2.Touchpoint.FromString(record.value)
     except DecodeError:
         raise InvalidTouchpoint("value: not an enishi.v1.Touchpoint") from None
+    if record.key is None:
+        raise InvalidTouchpoint("key: missing (the customer id)")
     try:
-        key = record.key.decode() if record.key is not None else None
+        key = record.key.decode()
     except UnicodeDecodeError:
         raise InvalidTouchpoint("key: not UTF-8") from None
     validate(touchpoint, key)
-    return touchpoint, plan(touchpoint, now_ms=now_ms, validated=True)
+    for name in ("occurred_at", "received_at"):
+        if touchpoint.HasField(name) and not _in_range(getattr(touchpoint, name)):
+            raise InvalidTouchpoint(f"{name}: out of range (years 1 to 9999)")
+    try:
+        return touchpoint, plan(touchpoint, now_ms=now_ms, validated=True)
+    except InvalidTouchpoint:
+        raise
+    except Exception as exc:
+        # Planning is pure, so what it cannot handle is in the record (an enum value of a
+        # newer schema, a NaN trait); raised, it would fail the batch forever.
+        raise InvalidTouchpoint(f"value: cannot be applied ({type(exc).__name__})") from None
+
+
+def _in_range(stamp: Timestamp) -> bool:
+    try:
+        stamp.ToDatetime()
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 class StreamProcessor:
