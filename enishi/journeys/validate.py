@@ -407,6 +407,7 @@ class _Rules:
 
     def templates(self) -> None:
         env = jinja2.sandbox.SandboxedEnvironment(autoescape=False)
+        del env.globals["lipsum"]  # the renderer does not offer it (enishi/sending/render.py)
         declared = set(self.journey.locales)
         for template_id, template in self.journey.templates.items():
             for channel in template.channels():

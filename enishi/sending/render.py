@@ -68,6 +68,11 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**"})
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # lipsum(n) writes n paragraphs, hundreds of megabytes, before the size check runs.
+        del self.globals["lipsum"]
+
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         raise SecurityError(
             f"access to attribute {attribute!r} of a {type(obj).__name__} is not allowed"

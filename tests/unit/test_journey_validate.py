@@ -211,6 +211,14 @@ def test_template_syntax() -> None:
     )
 
 
+def test_lipsum_is_an_unknown_template_variable_as_it_is_when_rendering() -> None:
+    source = HEAD.replace('"Dear {{ customer.traits.name }}"', '"{{ lipsum(1000000) }}"')
+    found = validate(source + "steps:\n  - id: a\n    send: {channel: email, template: hello}\n")
+    assert [d.message for d in found.diagnostics if "lipsum" in d.message] == [
+        "unknown template variable 'lipsum'; templates see customer, event, journey, trigger"
+    ]
+
+
 @pytest.mark.parametrize("value", ["0", "-1d", "7 days", "400d", "1d1d"])
 def test_bad_duration(value: str) -> None:
     expect(

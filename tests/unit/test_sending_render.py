@@ -92,12 +92,40 @@ def test_email_html_is_autoescaped_but_text_is_not() -> None:
         "{% for c in ''.__class__.__mro__ %}{{ c }}{% endfor %}",
         "{{ 'x' * 100000000 }}",
         "{{ 9 ** 999999 }}",
+        # Jinja's own globals and the template reference lead back to Python modules.
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ joiner.__init__.__globals__.os }}",
+        "{{ lipsum.__globals__['os'] }}",
+        "{{ namespace.__init__.__globals__ }}",
+        "{{ self._TemplateReference__context }}",
+        "{{ self.__init__.__globals__ }}",
+        # The same walks spelled through filters, subscripts, format strings, bound methods.
+        "{{ ''|attr('__class__') }}",
+        "{{ ()|attr('\\x5f\\x5fclass\\x5f\\x5f') }}",
+        "{{ trigger.props['__class__'] }}",
+        "{{ '{0.__class__.__mro__}'.format('') }}",
+        "{{ '{x.__class__}'.format_map({'x': ''}) }}",
+        "{{ [].__class__.__base__.__subclasses__() }}",
+        "{% set f = ''.join %}{{ f.__self__.__class__ }}",
+        "{{ trigger.props.clear() }}",
+        "{{ range(10 ** 9) | list }}",
     ],
 )
 def test_sandbox_escapes_fail_with_a_render_error(text: str) -> None:
     with pytest.raises(RenderError) as caught:
         Renderer().render(_journey_with(text), "line_only", "line", ["ja"], _context(customer()))
     assert "template 'line_only', channel line, locale ja, field text" in str(caught.value)
+
+
+def test_lipsum_is_not_offered_so_no_template_writes_megabytes_before_the_size_check() -> None:
+    with pytest.raises(RenderError, match="unknown variable 'lipsum'"):
+        Renderer().render(
+            _journey_with("{{ lipsum(1000000) }}"),
+            "line_only",
+            "line",
+            ["ja"],
+            _context(customer()),
+        )
 
 
 def test_an_unknown_top_level_variable_is_an_error_naming_it() -> None:
