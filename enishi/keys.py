@@ -93,6 +93,19 @@ def memory_keys(customer_id: str) -> tuple[str, ...]:
     return tuple(customer(customer_id, part) for part in MEMORY_PARTS)
 
 
+def customer_scan_pattern(part: str) -> str:
+    """SCAN MATCH pattern for `part` of every customer: `enishi:c:{*}:<part>`."""
+    return f"{PREFIX}:c:{{*}}:{part}"
+
+
+def customer_of(key: str, part: str) -> str | None:
+    """The customer id of `customer(id, part)`; None for any other key."""
+    head, tail = f"{PREFIX}:c:{{", f"}}:{part}"
+    if key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail):
+        return key[len(head) : -len(tail)]
+    return None
+
+
 # -- journeys (the registry writes definitions and the trigger index) --------------------
 
 JOURNEY_IDS: Final = f"{PREFIX}:journeys"

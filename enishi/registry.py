@@ -34,7 +34,8 @@ class TriggerEntry:
     cooldown_seconds: int = 0
     holdout: float = 0.0
     enrollment_cap: int | None = None
-    schedule: Mapping[str, Any] | None = field(default=None)  # schedule triggers only
+    # Schedule triggers only: the trigger's schedule as written, plus `timezone_fallback`.
+    schedule: Mapping[str, Any] | None = field(default=None)
     # Events every enrollment of this version listens for from its first moment (goal, exit
     # events): the stream processor writes them to the customer's `awaits` as it enrolls, so
     # a goal reached before the workflow's first wait is still routed.
@@ -99,4 +100,7 @@ def trigger_entries(journey: Journey, version: int) -> dict[str, TriggerEntry]:
         return {CONDITION_TRIGGERS: TriggerEntry(where=trigger.condition, **common)}
     assert isinstance(trigger, ScheduleTrigger)
     schedule = trigger.schedule.model_dump(mode="json", exclude_none=True, by_alias=True)
+    # The zone of customers who have none (`at_local`), and of a cron without `timezone`: the
+    # audience run reads it from here, not from the definition.
+    schedule["timezone_fallback"] = journey.timezone_fallback
     return {SCHEDULE_TRIGGERS: TriggerEntry(where=trigger.where, schedule=schedule, **common)}

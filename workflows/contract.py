@@ -14,6 +14,13 @@ from typing import Any, Final
 
 TASK_QUEUE: Final = "enishi-journeys"
 WORKFLOW_ID_PREFIX: Final = "journey"
+AUDIENCE_WORKFLOW: Final = "JourneyAudienceWorkflow"
+"""Workflow type of one scheduled run over a journey's audience (workflows/audience.py)."""
+SCHEDULE_ID_PREFIX: Final = "journey-schedule"
+AUDIENCE_ID_PREFIX: Final = "journey-audience"
+
+SCHEDULED_EVENT: Final = "journey.scheduled"
+"""The trigger's name when a schedule run enrolls a customer (no touchpoint did)."""
 
 SIGNAL_TOUCHPOINT: Final = "touchpoint"
 """Signal carrying an `EventSignal`: the trigger (with start) or an event the enrollment awaits."""
@@ -38,6 +45,16 @@ SEARCH_ATTRIBUTES: Final = {
 def workflow_id(journey_id: str, customer_id: str) -> str:
     """One live enrollment per (journey, customer): `journey:{journey_id}:{customer_id}`."""
     return f"{WORKFLOW_ID_PREFIX}:{journey_id}:{customer_id}"
+
+
+def schedule_id(journey_id: str) -> str:
+    """The journey's Temporal Schedule: `journey-schedule:{journey_id}` (one per journey)."""
+    return f"{SCHEDULE_ID_PREFIX}:{journey_id}"
+
+
+def audience_workflow_id(journey_id: str) -> str:
+    """The id of the schedule's runs; Temporal appends each run's scheduled time."""
+    return f"{AUDIENCE_ID_PREFIX}:{journey_id}"
 
 
 def parse_workflow_id(value: str) -> tuple[str, str]:
@@ -163,3 +180,32 @@ class JourneyOutcome:
     status: str  # "completed" | "converted" | "exited" | "cancelled"
     reason: str = ""
     last_step: str = ""
+
+
+@dataclass(frozen=True)
+class AudienceTotals:
+    """What a scheduled run did so far: customers read, due (filters passed), enrolled."""
+
+    scanned: int = 0
+    due: int = 0
+    enrolled: int = 0
+
+    def __add__(self, other: AudienceTotals) -> AudienceTotals:
+        return AudienceTotals(
+            self.scanned + other.scanned, self.due + other.due, self.enrolled + other.enrolled
+        )
+
+
+@dataclass(frozen=True)
+class AudienceRun:
+    """Input of `JourneyAudienceWorkflow`: one run of a journey's schedule over its audience.
+
+    The registry's Temporal Schedule starts it with `journey_id` only; `scheduled_at` (empty:
+    the schedule's `TemporalScheduledStartTime`, else the start) and the scan position are set
+    when the run continues as new.
+    """
+
+    journey_id: str
+    scheduled_at: str = ""  # ISO 8601 UTC: the run's time (local-time windows, trigger id)
+    cursor: int = 0  # the Redis SCAN cursor to go on from (0: the start)
+    totals: AudienceTotals = field(default_factory=AudienceTotals)

@@ -880,7 +880,12 @@ def _trigger_signal(
     name = trigger.name
     if name is None:
         kind = journey.trigger
-        name = kind.event if isinstance(kind, EventTrigger) else "customer.identified"
+        if isinstance(kind, EventTrigger):
+            name = kind.event
+        elif isinstance(kind, ScheduleTrigger):
+            name = contract.SCHEDULED_EVENT  # what a schedule run's enrollments carry
+        else:
+            name = "customer.identified"
     return _signal(name, trigger.props, customer_id, at, -1)
 
 

@@ -80,8 +80,11 @@ class Enroller:
         now_ms: int,
         *,
         known: Snapshot | None = None,
-    ) -> bool:
-        """Record and start an enrollment if re-entry and the cap allow; True when started.
+    ) -> Outcome:
+        """Record and start an enrollment if re-entry and the cap allow; what became of it.
+
+        A workflow was started (or signalled again) when the outcome is in `STARTS`: ENROLLED
+        is a new enrollment, RESUMED the same trigger's enrollment once more.
 
         `signal` is the trigger: its `event_id` is what makes a redelivered (or retried)
         trigger resume the same enrollment instead of starting another. `known`, when given,
@@ -92,7 +95,7 @@ class Enroller:
             outcome = decide(known.get(entry.journey_id), entry, signal.event_id, now_ms)
             if outcome not in STARTS:
                 TRIGGER_DECISIONS.labels(outcome.value).inc()
-                return False
+                return outcome
         holdout = in_holdout(entry.journey_id, entry.holdout, customer_id)
         result = await self._store.enroll(
             customer_id, entry, signal.event_id, now_ms, holdout=holdout
@@ -101,7 +104,7 @@ class Enroller:
             known[entry.journey_id] = result.record
         if result.outcome not in STARTS:
             TRIGGER_DECISIONS.labels(result.outcome.value).inc()
-            return False
+            return result.outcome
         request = contract.JourneyInput(
             journey_id=entry.journey_id,
             version=result.version,
@@ -121,7 +124,7 @@ class Enroller:
             outcome=result.outcome.value,
             event_id=signal.event_id,
         )
-        return True
+        return result.outcome
 
     async def condition_values(self, customer_ids: Sequence[str]) -> list[dict[str, bool]]:
         """Per customer, journey -> the last value of its condition trigger (one pipeline)."""
@@ -149,7 +152,7 @@ class Enroller:
         `previous` is the customer's stored values; `signal` the trigger of any enrollment.
         The new values are written after the enrollments: a crash in between re-evaluates the
         change on the retry, and the enrollment record (keyed on the same trigger) makes that
-        a resume, not a second enrollment. Returns how many enrollments started.
+        a resume, not a second enrollment. Returns how many new enrollments there were.
         """
         variables = {conditions.CUSTOMER: context}
         changed: dict[str, str] = {}
@@ -158,8 +161,9 @@ class Enroller:
             now_true = holds(entry, variables, count_filtered=False)
             if now_true == previous.get(entry.journey_id, False):
                 continue
-            if now_true and await self.enroll(customer_id, entry, signal, now_ms, known=known):
-                started += 1
+            if now_true:
+                outcome = await self.enroll(customer_id, entry, signal, now_ms, known=known)
+                started += outcome is Outcome.ENROLLED
             changed[entry.journey_id] = "1" if now_true else "0"
         if changed:
             await self._redis.hset(

@@ -46,6 +46,11 @@ def _timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+def timezones() -> frozenset[str]:
+    """Every IANA time zone name the tz database knows."""
+    return _timezones()
+
+
 def is_timezone(name: str) -> bool:
     """True for an IANA time zone name the tz database knows, e.g. "Asia/Tokyo"."""
     return name in _timezones()

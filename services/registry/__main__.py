@@ -10,6 +10,7 @@ from enishi.config import RegistrySettings
 from enishi.grpc_server import GrpcServer
 from enishi.process import run
 from services.registry.enrollments import Enrollments
+from services.registry.schedules import JourneySchedules
 from services.registry.servicer import JourneyRegistryServicer, add_to_server
 from services.registry.store import JourneyStore
 
@@ -23,7 +24,9 @@ async def main() -> None:
         settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
     )
     store = JourneyStore(redis)
-    servicer = JourneyRegistryServicer(store, Enrollments(temporal))
+    servicer = JourneyRegistryServicer(
+        store, Enrollments(temporal), schedules=JourneySchedules(temporal)
+    )
 
     def add_servicers(server: grpc.aio.Server) -> list[str]:
         return add_to_server(servicer, server)

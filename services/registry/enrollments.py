@@ -56,7 +56,7 @@ class SignalResult:
 
 
 @contextlib.asynccontextmanager
-async def _temporal(what: str) -> AsyncIterator[None]:
+async def temporal_errors(what: str) -> AsyncIterator[None]:
     """Temporal down or timing out is UNAVAILABLE (retry), never INTERNAL."""
     try:
         yield
@@ -78,9 +78,14 @@ class Enrollments:
         self._concurrency = signal_concurrency
         self._group_by_step: bool | None = None  # learnt on first use
 
+    @property
+    def client(self) -> Client:
+        """The Temporal client (the journey schedules share it)."""
+        return self._client
+
     async def count(self, journey_id: str, version: int | None = None) -> int:
         """Running enrollments of the journey (of one version)."""
-        async with _temporal("counting enrollments"):
+        async with temporal_errors("counting enrollments"):
             result = await self._client.count_workflows(
                 running_query(journey_id, version), rpc_timeout=RPC_TIMEOUT
             )
@@ -99,7 +104,7 @@ class Enrollments:
             grouped = await self._grouped(journey_id, version)
             if grouped is not None:
                 return grouped
-        async with _temporal("counting enrollments per step"):
+        async with temporal_errors("counting enrollments per step"):
             total, *per_step = await asyncio.gather(
                 self._client.count_workflows(
                     running_query(journey_id, version), rpc_timeout=RPC_TIMEOUT
@@ -120,7 +125,7 @@ class Enrollments:
     async def _grouped(self, journey_id: str, version: int) -> dict[str, int] | None:
         query = running_query(journey_id, version) + " GROUP BY EnishiStep"
         try:
-            async with _temporal("counting enrollments per step"):
+            async with temporal_errors("counting enrollments per step"):
                 result = await self._client.count_workflows(query, rpc_timeout=RPC_TIMEOUT)
         except RPCError as exc:
             if exc.status is not RPCStatusCode.INVALID_ARGUMENT:
@@ -139,7 +144,7 @@ class Enrollments:
     async def workflows(self, query: str) -> list[tuple[str, str]]:
         """(workflow id, run id) of every execution matching `query`."""
         found: list[tuple[str, str]] = []
-        async with _temporal("listing enrollments"):
+        async with temporal_errors("listing enrollments"):
             async for execution in self._client.list_workflows(query, rpc_timeout=RPC_TIMEOUT):
                 found.append((execution.id, execution.run_id))
         return found
@@ -166,7 +171,7 @@ class Enrollments:
             async with limit:
                 handle = self._client.get_workflow_handle(workflow_id, run_id=run_id)
                 try:
-                    async with _temporal(f"signalling {name}"):
+                    async with temporal_errors(f"signalling {name}"):
                         await handle.signal(name, arg, rpc_timeout=RPC_TIMEOUT)
                     outcomes[workflow_id] = True
                 except RPCError as exc:

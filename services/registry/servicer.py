@@ -34,6 +34,7 @@ from enishi.v1 import journey_registry_pb2 as pb
 from enishi.v1 import journey_registry_pb2_grpc as pb_grpc
 from services.registry import lifecycle, migration, stats
 from services.registry.enrollments import Enrollments
+from services.registry.schedules import JourneySchedules, spec_for
 from services.registry.store import JourneyState, JourneyStore, Status
 from workflows.contract import MigrateSignal
 
@@ -211,17 +212,20 @@ def _version_info(
 
 
 class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
-    """Journeys in Redis (`JourneyStore`), enrollments in Temporal (`Enrollments`)."""
+    """Journeys in Redis (`JourneyStore`); enrollments and schedules in Temporal."""
 
     def __init__(
         self,
         store: JourneyStore,
         enrollments: Enrollments,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        schedules: JourneySchedules | None = None,
     ) -> None:
         self._store = store
         self._enrollments = enrollments
         self._clock = clock
+        self._schedules = schedules or JourneySchedules(enrollments.client)
 
     # --- shared steps ------------------------------------------------------------------------
 
@@ -287,6 +291,41 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
                 return changed
         raise Unavailable(f"journey_id: '{journey_id}' kept changing concurrently; retry")
 
+    async def _sync_schedule(self, state: JourneyState) -> None:
+        """Bring the journey's Temporal Schedule in step with its status (after the index).
+
+        Active: the live version's schedule, created or replaced unpaused (none needed:
+        deleted). Paused: paused. Archived: deleted. Journeys that never had a scheduled
+        trigger make no Temporal call.
+        """
+        try:
+            if state.status is Status.ACTIVE:
+                journey = self._journey(
+                    await self._definition(state, state.live_version, "version")
+                )
+                if spec_for(journey) is not None:
+                    await self._schedules.activate(journey, state.live_version)
+                elif await self._ever_scheduled(state.journey_id):
+                    await self._schedules.delete(state.journey_id)
+            elif state.status is Status.PAUSED:
+                if await self._ever_scheduled(state.journey_id):
+                    await self._schedules.pause(state.journey_id, state.reason)
+            elif state.status is Status.ARCHIVED and await self._ever_scheduled(state.journey_id):
+                await self._schedules.delete(state.journey_id)
+        except Unavailable as exc:
+            raise Unavailable(
+                f"journey '{state.journey_id}' is {state.status.value} (the trigger index says "
+                f"so), but its schedule could not be brought in step: {exc}; repeat the call"
+            ) from exc
+
+    async def _ever_scheduled(self, journey_id: str) -> bool:
+        """Whether any version of the journey has a trigger that fires by time."""
+        for definition in await self._store.definitions(journey_id):
+            with contextlib.suppress(FailedPrecondition):
+                if spec_for(self._journey(definition)) is not None:
+                    return True
+        return False
+
     async def _running(self, journey_ids: Iterable[str]) -> list[int]:
         limit = asyncio.Semaphore(COUNT_CONCURRENCY)
 
@@ -308,6 +347,7 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
         state = await self._transition(
             journey_id, decide, lambda s: s.live_version, publish=False, reason=request.reason
         )
+        await self._sync_schedule(state)
         if policy != journey_pb2.RUNNING_ENROLLMENTS_POLICY_CANCEL:
             return state, 0
         try:
@@ -396,6 +436,7 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
         state = await self._transition(
             journey_id, lifecycle.activate, lambda _: version, publish=True
         )
+        await self._sync_schedule(state)
         (running,) = await self._running([journey_id])
         return pb.ActivateJourneyResponse(journey=_summary(state, running))
 
@@ -417,6 +458,7 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
         state = await self._transition(
             journey_id, lifecycle.resume, lambda s: s.live_version, publish=True
         )
+        await self._sync_schedule(state)
         (running,) = await self._running([journey_id])
         return pb.ResumeJourneyResponse(journey=_summary(state, running))
 

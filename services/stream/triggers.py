@@ -30,7 +30,7 @@ from enishi.enrollment.enroller import (
     MemoryContexts,
 )
 from enishi.enrollment.index import TriggerEntry, TriggerIndex, TriggerIndexCache, holds
-from enishi.enrollment.records import EnrollmentStore, load
+from enishi.enrollment.records import STARTS, EnrollmentStore, load
 from enishi.journeys import conditions
 from enishi.journeys.context import event_variables
 from enishi.memory.reader import MemoryReader
@@ -251,9 +251,10 @@ class JourneyTriggers:
         """Enroll `customer` in `entry`'s journey if `where` holds and the rules allow."""
         if entry.program is not None and not holds(entry, variables):
             return False
-        return await self._enroller.enroll(
+        outcome = await self._enroller.enroll(
             customer.customer_id, entry, signal, now_ms, known=customer.enrollments
         )
+        return outcome in STARTS
 
     async def _drop_stale_await(self, customer: _Customer, journey_id: str) -> None:
         raw = customer.awaits_raw.pop(journey_id, None)

@@ -19,23 +19,26 @@ from enishi.config import WorkerSettings
 from enishi.memory.reader import MemoryReader
 from enishi.touchpoints import TouchpointPublisher
 from workflows import contract
+from workflows.activities.audience import AudienceActivities
 from workflows.activities.customer_context import CustomerContextActivities
 from workflows.activities.definitions import DefinitionActivities
 from workflows.activities.enrollment import EnrollmentActivities
 from workflows.activities.journal import JournalActivities
 from workflows.activities.sending import SendActivities
+from workflows.audience import AudienceWorkflow
 from workflows.journey import JourneyWorkflow
 
 
 def activities(
     redis: Redis, producer: AIOKafkaProducer, settings: WorkerSettings
 ) -> list[Callable[..., Any]]:
-    """Every activity JourneyWorkflow calls, bound to shared clients."""
+    """Every activity JourneyWorkflow and JourneyAudienceWorkflow call, bound to shared clients."""
     definitions = DefinitionActivities(redis)
     context = CustomerContextActivities(MemoryReader(redis))
     enrollment = EnrollmentActivities(redis)
     journal = JournalActivities(TouchpointPublisher(producer))
     sending = SendActivities(redis, producer, definitions.journey, settings)
+    audience = AudienceActivities(redis)
     return [
         definitions.load_definition,
         context.customer_context,
@@ -44,6 +47,7 @@ def activities(
         journal.record_journal,
         journal.update_traits,
         sending.send,
+        audience.enroll_page,
     ]
 
 
@@ -54,11 +58,11 @@ def build_worker(
     *,
     task_queue: str = contract.TASK_QUEUE,
 ) -> Worker:
-    """A Worker for JourneyWorkflow and `bound` activities on `task_queue`."""
+    """A Worker for the journey workflows and `bound` activities on `task_queue`."""
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[JourneyWorkflow],
+        workflows=[JourneyWorkflow, AudienceWorkflow],
         activities=bound,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,

@@ -229,6 +229,21 @@ async def test_lapsing_does_not_enroll_a_customer_the_condition_does_not_hold_fo
     assert report.sends == ()
 
 
+async def test_weekend_note_from_its_schedule_goes_out_at_ten_local_on_saturday(
+    time_skipping: WorkflowEnvironment,
+) -> None:
+    report = await simulate(
+        journey("weekend-note"), customer("hanako"), script("weekend-note"), env=time_skipping
+    )
+
+    assert report.enrolled, report.not_enrolled_why
+    (note,) = report.sent()
+    assert (note.step_id, note.channel) == ("note", "line")
+    assert f"{report.local(note.at):%a %H:%M}" == "Sat 10:00"
+    assert "南部鉄器の急須" in note.fields["text"]
+    assert report.outcome == JourneyOutcome("completed", "noted", "done")
+
+
 async def test_birthday_greets_at_nine_local_on_the_birthday_and_waits_for_the_next(
     time_skipping: WorkflowEnvironment,
 ) -> None:

@@ -70,7 +70,11 @@ def test_a_schedule_trigger_is_indexed_under_at_schedule_with_its_schedule() -> 
     )
     (field, entry), *_ = trigger_entries(journey, 2).items()
     assert field == SCHEDULE_TRIGGERS
-    assert entry.schedule == {"at_local": "10:00", "weekdays": ["mon"]}
+    assert entry.schedule == {
+        "at_local": "10:00",
+        "weekdays": ["mon"],
+        "timezone_fallback": "Asia/Tokyo",
+    }
     assert decode_entries(encode_entries([entry])) == [entry]
 
 
