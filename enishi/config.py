@@ -177,6 +177,13 @@ class RegistrySettings(GrpcServiceSettings):
 
     grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC port of this service.")
     metrics_port: int = Field(9104, ge=0, le=65535, description="Prometheus /metrics port.")
+    journey_condition_sweep_minutes: int = Field(
+        60,
+        ge=1,
+        le=1440,
+        description="How often condition triggers are re-evaluated over every customer (a "
+        "phase turning lapsing with time alone): the latency bound of such enrollments.",
+    )
 
 
 class WorkerSettings(SendingPolicySettings):

@@ -21,6 +21,8 @@ AUDIENCE_ID_PREFIX: Final = "journey-audience"
 
 SCHEDULED_EVENT: Final = "journey.scheduled"
 """The trigger's name when a schedule run enrolls a customer (no touchpoint did)."""
+CONDITION_EVENT: Final = "journey.condition_met"
+"""The trigger's name when a condition sweep enrolls a customer (time, not an event, did)."""
 
 SIGNAL_TOUCHPOINT: Final = "touchpoint"
 """Signal carrying an `EventSignal`: the trigger (with start) or an event the enrollment awaits."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
 import redis.asyncio as aioredis
 from temporalio.client import Client
@@ -24,8 +26,9 @@ async def main() -> None:
         settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
     )
     store = JourneyStore(redis)
+    sweep = timedelta(minutes=settings.journey_condition_sweep_minutes)
     servicer = JourneyRegistryServicer(
-        store, Enrollments(temporal), schedules=JourneySchedules(temporal)
+        store, Enrollments(temporal), schedules=JourneySchedules(temporal, sweep_every=sweep)
     )
 
     def add_servicers(server: grpc.aio.Server) -> list[str]:

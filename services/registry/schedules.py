@@ -7,13 +7,17 @@ fires on comes from the live version's trigger (`spec_for`):
 - `schedule: {cron, timezone}`: the cron line in `timezone` (default `timezone_fallback`);
 - `schedule: {at_local, weekdays}`: every quarter hour on the grid holding `at_local`; each
   run enrolls the customers whose local `at_local` fell in its window
-  (`enishi.journeys.schedules`).
+  (`enishi.journeys.schedules`);
+- `condition`: every `sweep_every` (`ENISHI_JOURNEY_CONDITION_SWEEP_MINUTES`), a sweep that
+  re-evaluates the condition over every customer, for conditions that turn true with the
+  passing of time alone (a phase turning `lapsing`): the stream processor sees only changes
+  that come with an event.
 
 Policies: one run per journey at a time. An `at_local` run due while the previous one still
 runs waits for it (`BUFFER_ONE`: its quarter hour's customers are late, not lost); a `cron`
-run due meanwhile is skipped. A paused Schedule takes no actions and unpausing does not make
-up the ones it skipped, so resuming never floods customers; after a Temporal outage a run is
-still taken if it is at most `CATCHUP_WINDOW` late.
+run or a sweep due meanwhile is skipped. A paused Schedule takes no actions and unpausing
+does not make up the ones it skipped, so resuming never floods customers; after a Temporal
+outage a run is still taken if it is at most `CATCHUP_WINDOW` late.
 The registry keeps the Schedule in step with the journey's status (docs/registry.md).
 """
 
@@ -39,19 +43,27 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from enishi.journeys import Journey, schedules
-from enishi.journeys.model import ScheduleTrigger
+from enishi.journeys.model import ConditionTrigger, ScheduleTrigger
 from services.registry.enrollments import RPC_TIMEOUT, temporal_errors
 from workflows import contract
 
 CATCHUP_WINDOW: Final = timedelta(minutes=10)
 """A run missed while Temporal was unavailable is still taken this late, never later."""
+DEFAULT_SWEEP: Final = timedelta(hours=1)
 
 log = structlog.get_logger(__name__)
 
 
-def spec_for(journey: Journey) -> ScheduleSpec | None:
-    """When the journey's Schedule fires; None when its trigger is not a schedule."""
+def fires_by_time(journey: Journey) -> bool:
+    """Whether the journey's trigger needs a Schedule (a schedule, or a condition's sweep)."""
+    return isinstance(journey.trigger, ScheduleTrigger | ConditionTrigger)
+
+
+def spec_for(journey: Journey, sweep_every: timedelta = DEFAULT_SWEEP) -> ScheduleSpec | None:
+    """When the journey's Schedule fires; None when its trigger does not fire by time."""
     trigger = journey.trigger
+    if isinstance(trigger, ConditionTrigger):
+        return ScheduleSpec(intervals=[ScheduleIntervalSpec(every=sweep_every)])
     if isinstance(trigger, ScheduleTrigger):
         when = trigger.schedule
         if when.cron is not None:
@@ -70,21 +82,31 @@ def spec_for(journey: Journey) -> ScheduleSpec | None:
     return None
 
 
-def overlap_for(spec: ScheduleSpec) -> ScheduleOverlapPolicy:
+def overlap_for(journey: Journey) -> ScheduleOverlapPolicy:
     """A quarter-hour run covers its own customers: buffer it; other runs: skip."""
-    return ScheduleOverlapPolicy.BUFFER_ONE if spec.intervals else ScheduleOverlapPolicy.SKIP
+    trigger = journey.trigger
+    if isinstance(trigger, ScheduleTrigger) and trigger.schedule.at_local is not None:
+        return ScheduleOverlapPolicy.BUFFER_ONE
+    return ScheduleOverlapPolicy.SKIP
 
 
 class JourneySchedules:
     """The registry's hand on Temporal Schedules (one client; calls map to UNAVAILABLE)."""
 
-    def __init__(self, client: Client, *, task_queue: str = contract.TASK_QUEUE) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str = contract.TASK_QUEUE,
+        sweep_every: timedelta = DEFAULT_SWEEP,
+    ) -> None:
         self._client = client
         self._task_queue = task_queue
+        self._sweep_every = sweep_every
 
     def schedule(self, journey: Journey, version: int) -> Schedule | None:
-        """The journey's Schedule, unpaused; None when its trigger is not a schedule."""
-        spec = spec_for(journey)
+        """The journey's Schedule, unpaused; None when its trigger does not fire by time."""
+        spec = spec_for(journey, self._sweep_every)
         if spec is None:
             return None
         return Schedule(
@@ -95,7 +117,7 @@ class JourneySchedules:
                 task_queue=self._task_queue,
             ),
             spec=spec,
-            policy=SchedulePolicy(overlap=overlap_for(spec), catchup_window=CATCHUP_WINDOW),
+            policy=SchedulePolicy(overlap=overlap_for(journey), catchup_window=CATCHUP_WINDOW),
             state=ScheduleState(note=f"journey {journey.id} version {version}", paused=False),
         )
 

@@ -34,7 +34,7 @@ from enishi.v1 import journey_registry_pb2 as pb
 from enishi.v1 import journey_registry_pb2_grpc as pb_grpc
 from services.registry import lifecycle, migration, stats
 from services.registry.enrollments import Enrollments
-from services.registry.schedules import JourneySchedules, spec_for
+from services.registry.schedules import JourneySchedules, fires_by_time
 from services.registry.store import JourneyState, JourneyStore, Status
 from workflows.contract import MigrateSignal
 
@@ -294,16 +294,16 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
     async def _sync_schedule(self, state: JourneyState) -> None:
         """Bring the journey's Temporal Schedule in step with its status (after the index).
 
-        Active: the live version's schedule, created or replaced unpaused (none needed:
-        deleted). Paused: paused. Archived: deleted. Journeys that never had a scheduled
-        trigger make no Temporal call.
+        Active: the live version's schedule (or condition sweep), created or replaced
+        unpaused (none needed: deleted). Paused: paused. Archived: deleted. Journeys that
+        never had a trigger that fires by time make no Temporal call.
         """
         try:
             if state.status is Status.ACTIVE:
                 journey = self._journey(
                     await self._definition(state, state.live_version, "version")
                 )
-                if spec_for(journey) is not None:
+                if fires_by_time(journey):
                     await self._schedules.activate(journey, state.live_version)
                 elif await self._ever_scheduled(state.journey_id):
                     await self._schedules.delete(state.journey_id)
@@ -322,7 +322,7 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
         """Whether any version of the journey has a trigger that fires by time."""
         for definition in await self._store.definitions(journey_id):
             with contextlib.suppress(FailedPrecondition):
-                if spec_for(self._journey(definition)) is not None:
+                if fires_by_time(self._journey(definition)):
                     return True
         return False
 

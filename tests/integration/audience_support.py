@@ -30,20 +30,30 @@ def unique(prefix: str) -> str:
 
 
 def _touchpoint(
-    customer_id: str, name: str, kind: touchpoint_pb2.TouchpointKind.ValueType
+    customer_id: str,
+    name: str,
+    kind: touchpoint_pb2.TouchpointKind.ValueType,
+    at: datetime | None = None,
 ) -> touchpoint_pb2.Touchpoint:
     tp = touchpoint_pb2.Touchpoint(
         event_id=unique("ev"), customer_id=customer_id, name=name, kind=kind
     )
-    tp.occurred_at.CopyFrom(model.from_ms(model.datetime_ms(datetime.now(UTC))))
+    tp.occurred_at.CopyFrom(model.from_ms(model.datetime_ms(at or datetime.now(UTC))))
     return tp
 
 
 async def remember(
-    redis: Redis, customer_id: str, *, tags: Sequence[str] = (), time_zone: str = ""
+    redis: Redis,
+    customer_id: str,
+    *,
+    tags: Sequence[str] = (),
+    time_zone: str = "",
+    seen_at: datetime | None = None,
 ) -> None:
-    """A customer in memory: one page view, `tags` as a trait, `time_zone` if given."""
-    events = [_touchpoint(customer_id, "page.viewed", touchpoint_pb2.TOUCHPOINT_KIND_EVENT)]
+    """A customer in memory: a page view (now, or `seen_at`), `tags` as a trait, a zone."""
+    events = [
+        _touchpoint(customer_id, "page.viewed", touchpoint_pb2.TOUCHPOINT_KIND_EVENT, seen_at)
+    ]
     identify = _touchpoint(
         customer_id, "customer.identified", touchpoint_pb2.TOUCHPOINT_KIND_IDENTIFY
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -173,3 +173,32 @@ async def test_a_run_of_a_journey_no_longer_in_the_index_enrolls_nobody(
 
     assert totals == contract.AudienceTotals()
     assert await _enrolled(temporal, journey_id, customer) is None
+
+
+async def test_a_sweep_enrolls_a_customer_whose_condition_became_true_with_time_alone(
+    redis: Redis, temporal: Client, queue: str
+) -> None:
+    tag, journey_id = unique("quiet"), unique("lapsing")
+    lapsing, active = unique("lapsing"), unique("active")
+    # Last seen 70 days ago: lapsing now (60 days), though no event since said so.
+    await remember(redis, lapsing, tags=[tag], seen_at=datetime.now(UTC) - timedelta(days=70))
+    await remember(redis, active, tags=[tag])
+    condition = f"customer.phase == 'lapsing' && '{tag}' in customer.tags"
+    await publish(redis, journey(journey_id, f'{{condition: "{condition}"}}'), journey_id)
+    swept_at = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+
+    totals = await _run(temporal, queue, journey_id, swept_at)
+
+    assert totals.enrolled == 1
+    assert await _enrolled(temporal, journey_id, lapsing) == [
+        f"condition:{journey_id}:20260302T010000Z"
+    ]
+    assert await _enrolled(temporal, journey_id, active) is None
+    values = keys.customer(lapsing, keys.CONDITIONS)
+    assert await redis.hget(values, journey_id) == b"1"
+    assert await redis.hget(keys.customer(active, keys.CONDITIONS), journey_id) is None
+
+    # Still lapsing at the next sweep: no change from false to true, no second enrollment.
+    again = await _run(temporal, queue, journey_id, swept_at + timedelta(hours=1))
+    assert again.enrolled == 0
+    assert (await _record(redis, journey_id, lapsing))["count"] == 1

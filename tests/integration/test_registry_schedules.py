@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -45,6 +45,7 @@ from workflows.audience import AudienceWorkflow
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 KEEP = journey_pb2.RUNNING_ENROLLMENTS_POLICY_KEEP_RUNNING
+SWEEP = timedelta(minutes=20)
 NO_CONTEXT = cast(Any, None)  # the handlers use their context only to reject a definition
 
 
@@ -93,7 +94,7 @@ async def registry(servers: LocalServers) -> AsyncIterator[_Registry]:
     servicer = JourneyRegistryServicer(
         JourneyStore(redis),
         Enrollments(temporal),
-        schedules=JourneySchedules(temporal, task_queue=queue),
+        schedules=JourneySchedules(temporal, task_queue=queue, sweep_every=SWEEP),
     )
     try:
         async with Worker(
@@ -221,6 +222,31 @@ async def test_a_new_version_replaces_the_schedule_and_archiving_deletes_it(
         pb.ArchiveJourneyRequest(journey_id=journey_id, running_enrollments=KEEP), NO_CONTEXT
     )
     assert not await registry.exists(journey_id)
+
+
+async def test_a_condition_journey_is_swept_at_the_configured_interval_and_paused_with_it(
+    registry: _Registry,
+) -> None:
+    journey_id, tag = unique("lapsing"), unique("quiet")
+    customer = unique("c")
+    await remember(
+        registry.redis, customer, tags=[tag], seen_at=datetime.now(UTC) - timedelta(days=70)
+    )
+    condition = f"customer.phase == 'lapsing' && '{tag}' in customer.tags"
+    version = await registry.register(_source(journey_id, f'{{condition: "{condition}"}}'))
+    await registry.activate(journey_id, version)
+
+    schedule = (await registry.schedule(journey_id).describe()).schedule
+    (interval,) = schedule.spec.intervals
+    assert interval.every == SWEEP
+    assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+    await registry.schedule(journey_id).trigger()
+    await _until_enrolled(registry.temporal, journey_id, customer)
+
+    await registry.servicer.PauseJourney(
+        pb.PauseJourneyRequest(journey_id=journey_id, running_enrollments=KEEP), NO_CONTEXT
+    )
+    assert (await registry.schedule(journey_id).describe()).schedule.state.paused
 
 
 async def test_an_event_triggered_journey_never_touches_schedules(registry: _Registry) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
+from temporalio.client import ScheduleOverlapPolicy
+
 from enishi.journeys import parse_journey, schedules
-from services.registry.schedules import spec_for
-from workflows.activities.audience import run_trigger
+from services.registry.schedules import fires_by_time, overlap_for, spec_for
+from workflows.activities.audience import run_trigger, sweep_trigger
 
 TEN = time(10, 0)
 
@@ -97,8 +99,20 @@ def test_a_cron_schedule_fires_in_its_time_zone_else_the_fallback() -> None:
     assert zoned is not None and zoned.time_zone_name == "Asia/Tokyo"
 
 
+def test_a_condition_trigger_is_swept_at_the_configured_interval_and_skips_overlaps() -> None:
+    lapsing = parse_journey(_journey("{condition: \"customer.phase == 'lapsing'\"}"))
+    spec = spec_for(lapsing, timedelta(minutes=20))
+    assert spec is not None
+    (interval,) = spec.intervals
+    assert interval.every == timedelta(minutes=20)
+    assert overlap_for(lapsing) is ScheduleOverlapPolicy.SKIP
+    daily = parse_journey(_journey('{schedule: {at_local: "09:40"}}'))
+    assert overlap_for(daily) is ScheduleOverlapPolicy.BUFFER_ONE
+
+
 def test_an_event_trigger_needs_no_schedule() -> None:
-    assert spec_for(parse_journey(_journey("{event: order.completed}"))) is None
+    journey = parse_journey(_journey("{event: order.completed}"))
+    assert spec_for(journey) is None and not fires_by_time(journey)
 
 
 def test_every_enrollment_of_a_run_has_the_same_trigger_id_and_another_run_another() -> None:
@@ -107,3 +121,10 @@ def test_every_enrollment_of_a_run_has_the_same_trigger_id_and_another_run_anoth
     assert first.event_id == second.event_id == "schedule:sched:20260302T010000Z"
     assert (first.customer_id, first.name, first.kind) == ("c1", "journey.scheduled", "schedule")
     assert run_trigger("sched", at + timedelta(days=1), "c1").event_id != first.event_id
+
+
+def test_a_sweeps_enrollments_share_one_trigger_id_per_sweep() -> None:
+    at = _utc(2026, 3, 2, 1, 0)
+    first, second = sweep_trigger("lapsing", at, "c1"), sweep_trigger("lapsing", at, "c2")
+    assert first.event_id == second.event_id == "condition:lapsing:20260302T010000Z"
+    assert (first.name, first.kind) == ("journey.condition_met", "sweep")

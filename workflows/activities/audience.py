@@ -1,5 +1,7 @@
 """One page of a scheduled run over a journey's audience: scan customers, filter, enroll.
 
+A run is a schedule trigger's firing or a condition trigger's sweep (docs/journey-runtime.md).
+
 `JourneyAudienceWorkflow` (workflows/audience.py) calls `enroll_audience_page` until the scan
 is done. A page is one bounded stretch of a Redis `SCAN` over the customers' `counters` keys
 (every remembered customer has them; a merged-away one has none), so a run over millions of
@@ -7,7 +9,10 @@ customers is many short activities, each resumable from its cursor. Per page: th
 live trigger entry from the trigger index (none: the journey was paused, archived or changed
 its trigger, and the run enrolls nobody), the customers due now (`at_local` in their own time
 zone), the audience filter `where` over their memory, then `Enroller.enroll`, the path every
-trigger takes (re-entry, holdout, cap, record, signal-with-start).
+trigger takes (re-entry, holdout, cap, record, signal-with-start). A sweep instead evaluates
+the condition over every customer and enrolls where it turned from false to true
+(`Enroller.conditions`, the stream processor's rule), for conditions that become true with the
+passing of time alone.
 
 Idempotent per run: every enrollment of a run carries the same trigger id, derived from the
 journey and the run's scheduled time, so a retried page finds its own trigger on the
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as local_time
@@ -68,7 +73,7 @@ class AudiencePageResult:
     cursor: int
     done: bool
     totals: AudienceTotals = field(default_factory=AudienceTotals)
-    live: bool = True  # False: the journey has no live schedule trigger; nobody enrolled
+    live: bool = True  # False: no live schedule or condition trigger; nobody enrolled
 
 
 def run_trigger(journey_id: str, scheduled_at: datetime, customer_id: str) -> contract.EventSignal:
@@ -81,6 +86,21 @@ def run_trigger(journey_id: str, scheduled_at: datetime, customer_id: str) -> co
         customer_id=customer_id,
         props={"journey_id": journey_id, "scheduled_at": at.isoformat()},
         kind="schedule",
+    )
+
+
+def sweep_trigger(
+    journey_id: str, scheduled_at: datetime, customer_id: str
+) -> contract.EventSignal:
+    """The trigger of a condition sweep's enrollment: one id per (journey, sweep)."""
+    at = scheduled_at.astimezone(UTC)
+    return contract.EventSignal(
+        event_id=f"condition:{journey_id}:{at:%Y%m%dT%H%M%SZ}",
+        name=contract.CONDITION_EVENT,
+        occurred_at=at.isoformat(),
+        customer_id=customer_id,
+        props={"journey_id": journey_id, "swept_at": at.isoformat()},
+        kind="sweep",
     )
 
 
@@ -106,16 +126,37 @@ class AudienceActivities:
     @activity.defn(name="enroll_audience_page")
     async def enroll_page(self, page: AudiencePage) -> AudiencePageResult:
         index = await self._index.read()
-        entry = index.schedule(page.journey_id)
-        if entry is None or entry.schedule is None:
+        run_at = datetime.fromisoformat(page.scheduled_at)
+        scheduled = index.schedule(page.journey_id)
+        condition = index.condition(page.journey_id)
+        if scheduled is not None and scheduled.schedule is not None:
+            result = await self._scheduled(scheduled, page.cursor, run_at)
+        elif condition is not None:
+            result = await self._sweep(condition, page.cursor, run_at)
+        else:
             log.info("audience.not_live", journey_id=page.journey_id)
             return AudiencePageResult(cursor=0, done=True, live=False)
-        run_at = datetime.fromisoformat(page.scheduled_at)
+        totals = result.totals
+        log.info(
+            "audience.page",
+            journey_id=page.journey_id,
+            scheduled_at=page.scheduled_at,
+            scanned=totals.scanned,
+            due=totals.due,
+            enrolled=totals.enrolled,
+        )
+        return result
+
+    async def _scheduled(
+        self, entry: TriggerEntry, cursor: int, run_at: datetime
+    ) -> AudiencePageResult:
+        """A schedule trigger's page: the customers due now (local time) whose `where` holds."""
+        assert entry.schedule is not None
         local = _at_local(entry)
         weekdays = _weekdays(entry)
         if local is not None and not schedules.due_anywhere(local, weekdays, run_at):
             return AudiencePageResult(cursor=0, done=True)  # no zone has at_local in this run
-        cursor, customer_ids = await self._scan(page.cursor)
+        cursor, customer_ids = await self._scan(cursor)
         due_ids = customer_ids
         if local is not None:
             fallback = str(entry.schedule.get("timezone_fallback") or clock.DEFAULT_TIMEZONE)
@@ -127,14 +168,37 @@ class AudienceActivities:
             ]
         enrolled = await self._enroll(entry, due_ids, run_at)
         totals = AudienceTotals(len(customer_ids), len(due_ids), enrolled)
-        log.info(
-            "audience.page",
-            journey_id=page.journey_id,
-            scheduled_at=page.scheduled_at,
-            scanned=totals.scanned,
-            due=totals.due,
-            enrolled=totals.enrolled,
+        return AudiencePageResult(cursor=cursor, done=cursor == 0, totals=totals)
+
+    async def _sweep(
+        self, entry: TriggerEntry, cursor: int, run_at: datetime
+    ) -> AudiencePageResult:
+        """A condition trigger's sweep page: enroll where the condition turned true.
+
+        The same transition rule as the stream processor's (`Enroller.conditions`, over the
+        customer's stored value), so a customer is enrolled once per false → true, whichever
+        of the two sees it first.
+        """
+        cursor, customer_ids = await self._scan(cursor)
+        if not customer_ids:
+            return AudiencePageResult(cursor=cursor, done=cursor == 0)
+        enroller = self._enroller()
+        contexts = await self._contexts.load(customer_ids)
+        previous = await enroller.condition_values(customer_ids)
+        now_ms = int(self._now() * 1000)
+        slots = asyncio.Semaphore(CUSTOMER_CONCURRENCY)
+
+        async def one(customer_id: str, stored: dict[str, bool]) -> int:
+            async with slots:
+                signal = sweep_trigger(entry.journey_id, run_at, customer_id)
+                return await enroller.conditions(
+                    customer_id, [entry], contexts[customer_id], stored, signal, now_ms
+                )
+
+        started = await _settled(
+            one(cid, stored) for cid, stored in zip(customer_ids, previous, strict=True)
         )
+        totals = AudienceTotals(len(customer_ids), len(customer_ids), sum(started))
         return AudiencePageResult(cursor=cursor, done=cursor == 0, totals=totals)
 
     async def _scan(self, cursor: int) -> tuple[int, list[str]]:
@@ -174,29 +238,41 @@ class AudienceActivities:
         if not customer_ids:
             return 0
         contexts = await self._contexts.load(customer_ids) if entry.uses_customer else {}
-        calls = self._calls or TemporalJourneyCalls(
-            activity.client(), task_queue=activity.info().task_queue
-        )
-        enroller = Enroller(self._redis, calls)
+        enroller = self._enroller()
         now_ms = int(self._now() * 1000)
         slots = asyncio.Semaphore(CUSTOMER_CONCURRENCY)
 
-        async def one(customer_id: str) -> Outcome | None:
+        async def one(customer_id: str) -> int:
             context = contexts.get(customer_id)
             variables = {conditions.CUSTOMER: context} if context is not None else {}
             if not holds(entry, variables):
-                return None
+                return 0
             async with slots:
                 signal = run_trigger(entry.journey_id, run_at, customer_id)
-                return await enroller.enroll(customer_id, entry, signal, now_ms)
+                outcome = await enroller.enroll(customer_id, entry, signal, now_ms)
+            return int(outcome is Outcome.ENROLLED)
 
-        results = await asyncio.gather(*(one(cid) for cid in customer_ids), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            # Every customer's work has settled; the retried page resumes the starts that
-            # did not happen (the run's trigger id is on their records) and skips the rest.
-            raise failures[0]
-        return sum(1 for r in results if r is Outcome.ENROLLED)
+        return sum(await _settled(one(cid) for cid in customer_ids))
+
+    def _enroller(self) -> Enroller:
+        """Enrolling through the worker's own client, on the queue this activity runs on."""
+        calls = self._calls or TemporalJourneyCalls(
+            activity.client(), task_queue=activity.info().task_queue
+        )
+        return Enroller(self._redis, calls)
+
+
+async def _settled(work: Iterable[Awaitable[int]]) -> list[int]:
+    """Every customer's result once all have settled; the first failure, raised.
+
+    The retried page resumes the starts that did not happen (the run's trigger id is on the
+    customers' records) and skips the others.
+    """
+    results = await asyncio.gather(*work, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if not isinstance(r, BaseException)]
 
 
 def _at_local(entry: TriggerEntry) -> local_time | None:
