@@ -18,6 +18,11 @@ from enishi import topics
 LogFormat = Literal["json", "console"]
 
 
+def env_var(settings: BaseSettings | type[BaseSettings], field: str) -> str:
+    """The environment variable behind `field` of `settings` (`ENISHI_GRPC_PORT`)."""
+    return f"{settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
 class CommonSettings(BaseSettings):
     """What every enishi process reads: where Kafka, Redis and Temporal are, how to log."""
 
@@ -47,6 +52,47 @@ class GrpcServiceSettings(CommonSettings):
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port of this service.")
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="Seconds in-flight calls get to finish after SIGTERM."
+    )
+    # Who may call (enishi/auth.py, docs/security.md). Without keys a service will not start.
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="API keys accepted, `name:role[+role]:secret`, comma separated.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one `name:role[+role]:secret` a line; adds to those."
+    )
+    auth_disabled: bool = Field(
+        False, description="Serve without API keys: anyone may call anything (warned at start)."
+    )
+    grpc_tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain; with the key file the service serves TLS only."
+    )
+    grpc_tls_key_file: Path | None = Field(None, description="PEM private key of that certificate.")
+    grpc_tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle: clients must show a certificate it signed (mutual TLS)."
+    )
+
+
+class GrpcClientSettings(BaseSettings):
+    """What enishi's gRPC clients (the CLI, the demo) send and trust (enishi/grpc_client.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="ENISHI_", extra="ignore", frozen=True)
+
+    api_key: SecretStr = Field(
+        SecretStr(""),
+        description="API key clients send; unset: the local stack's admin key (loopback only).",
+    )
+    grpc_tls: bool = Field(
+        False, description="Clients talk TLS (implied by a CA file); no CA file: system roots."
+    )
+    grpc_tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle clients trust for the services' certificates."
+    )
+    grpc_tls_client_cert_file: Path | None = Field(
+        None, description="PEM client certificate chain, for mutual TLS."
+    )
+    grpc_tls_client_key_file: Path | None = Field(
+        None, description="PEM private key of the client certificate."
     )
 
 

@@ -169,3 +169,11 @@ class PortInUseError(RuntimeError):
             f"{what} port {port} on {host} is already in use (or cannot be bound); "
             f"stop the other process or set {env_var} to a free port (0 picks one)"
         )
+
+
+class ConfigurationError(RuntimeError):
+    """A setting keeps the process from starting; the message names the variable to fix."""
+
+    def __init__(self, env_var: str, message: str) -> None:
+        self.env_var = env_var
+        super().__init__(message)

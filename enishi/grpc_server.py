@@ -1,8 +1,9 @@
 """The gRPC server skeleton every enishi gRPC service runs: one way to serve, log, measure, fail.
 
 `GrpcServer` builds a `grpc.aio` server with the standard health service, reflection and
-`ServiceInterceptor` (request ids, one log line and metrics per call, domain errors mapped
-to status codes), serves the metrics/health HTTP endpoint beside it, and stops gracefully:
+`ServiceInterceptor` (API keys and roles checked, request ids, one log line and metrics per
+call, domain errors mapped to status codes), serves TLS when given a certificate, serves the
+metrics/health HTTP endpoint beside it, and stops gracefully:
 health NOT_SERVING, in-flight calls drained for `shutdown_grace_seconds`, then
 `on_shutdown` (flush and close Kafka producers, Redis clients...).
 `run(...)` is the whole `__main__` of a service whose clients need no async set-up.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import re
 import time
@@ -25,8 +27,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from ulid import ULID
 
-from enishi import metrics, process
-from enishi.config import GrpcServiceSettings
+from enishi import auth, metrics, process, tls
+from enishi.config import GrpcServiceSettings, env_var
 from enishi.errors import (
     MAX_FIELD_ERRORS_IN_MESSAGE,
     EnishiError,
@@ -42,6 +44,9 @@ AddServicers = Callable[[grpc.aio.Server], Iterable[str]]
 OnShutdown = Callable[[], Awaitable[None]]
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+
+Admit = Callable[[], str | None]
+"""Checks the call's API key: the caller's key name; raises Unauthenticated / PermissionDenied."""
 
 REQUEST_ID_KEY: Final = "x-request-id"
 
@@ -83,6 +88,7 @@ class _Call:
         self.method = method
         self.request_id = request_id
         self.quiet = method.lstrip("/").startswith(_QUIET_SERVICES)
+        self.caller: str | None = None
         self.code: grpc.StatusCode | None = None
         self.error: str | None = None
         self.fields: list[str] | None = None
@@ -91,6 +97,21 @@ class _Call:
 
     def begin(self) -> None:
         self._tokens = structlog.contextvars.bind_contextvars(request_id=self.request_id)
+
+    def admit(self, check: Admit) -> None:
+        """Check the API key and record who is calling (the key's name, never the secret)."""
+        try:
+            caller = check()
+        except auth.RoleMissing as exc:
+            self.caller = exc.caller
+            raise
+        self.caller = caller
+        if caller is not None:
+            # The key's name (never its secret) in every line the handler logs.
+            self._tokens = {
+                **self._tokens,
+                **structlog.contextvars.bind_contextvars(caller=caller),
+            }
 
     async def fail(self, exc: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
         """Answer the caller for `exc`; always raises (the abort, or `exc` itself)."""
@@ -128,6 +149,8 @@ class _Call:
             "code": code_name,
             "duration_ms": round(elapsed * 1000, 3),
         }
+        if self.caller is not None:
+            fields["caller"] = self.caller
         if self.error is not None:
             fields["error"] = self.error
         if self.fields is not None:
@@ -142,7 +165,10 @@ class _Call:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Request id, `grpc.call` log line, metrics and error mapping around every method."""
+    """API key check, request id, `grpc.call` log line, metrics and error mapping, every method."""
+
+    def __init__(self, guard: auth.Guard) -> None:
+        self._guard = guard
 
     async def intercept_service(
         self,
@@ -155,11 +181,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None  # unknown method: grpc answers UNIMPLEMENTED itself
         method = handler_call_details.method
-        request_id = _request_id(handler_call_details.invocation_metadata)
+        metadata = handler_call_details.invocation_metadata
+        request_id = _request_id(metadata)
+        admit = functools.partial(self._guard.admit, method, metadata)
         # The stubs type behaviours for the sync server; under grpc.aio they are coroutines.
         if handler.response_streaming:
             inner = handler.stream_stream if handler.request_streaming else handler.unary_stream
-            behavior = _streaming(cast(Behavior, inner), method, request_id)
+            behavior = _streaming(cast(Behavior, inner), method, request_id, admit)
             factory = (
                 grpc.stream_stream_rpc_method_handler
                 if handler.request_streaming
@@ -167,7 +195,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             )
         else:
             inner = handler.stream_unary if handler.request_streaming else handler.unary_unary
-            behavior = _unary(cast(Behavior, inner), method, request_id)
+            behavior = _unary(cast(Behavior, inner), method, request_id, admit)
             factory = (
                 grpc.stream_unary_rpc_method_handler
                 if handler.request_streaming
@@ -180,11 +208,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _unary(inner: Behavior, method: str, request_id: str) -> Behavior:
+def _unary(inner: Behavior, method: str, request_id: str, admit: Admit) -> Behavior:
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(method, request_id)
         call.begin()
         try:
+            call.admit(admit)
             return await inner(request, context)
         except asyncio.CancelledError:
             call.code = grpc.StatusCode.CANCELLED
@@ -197,13 +226,14 @@ def _unary(inner: Behavior, method: str, request_id: str) -> Behavior:
     return behavior
 
 
-def _streaming(inner: Behavior, method: str, request_id: str) -> Behavior:
+def _streaming(inner: Behavior, method: str, request_id: str, admit: Admit) -> Behavior:
     async def behavior(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         call = _Call(method, request_id)
         call.begin()
         try:
+            call.admit(admit)
             result = inner(request, context)
             if hasattr(result, "__aiter__"):
                 async for response in result:
@@ -226,10 +256,6 @@ def _streaming(inner: Behavior, method: str, request_id: str) -> Behavior:
 
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
-def _env_var(settings: GrpcServiceSettings, field: str) -> str:
-    return f"{settings.model_config.get('env_prefix', '')}{field}".upper()
 
 
 class GrpcServer:
@@ -287,15 +313,24 @@ class GrpcServer:
     async def start(self) -> None:
         """Bind, start serving and mark every service SERVING.
 
-        Raises `PortInUseError` naming `ENISHI_GRPC_PORT` / `ENISHI_METRICS_PORT`.
+        Raises `PortInUseError` naming `ENISHI_GRPC_PORT` / `ENISHI_METRICS_PORT`, and
+        `ConfigurationError` when there are no API keys (and auth is not disabled on purpose)
+        or a TLS file cannot be used.
         """
         if self._server is not None:
             raise RuntimeError(f"{self.service_name}: gRPC server already started")
         s = self.settings
+        guard = auth.guard_from_settings(s)
+        credentials = tls.server_credentials(s)
+        if guard.disabled:
+            log.warning(
+                "grpc.auth_disabled",
+                reason=f"{env_var(s, 'auth_disabled')}=true: any caller may call any method",
+            )
         # grpc sets SO_REUSEPORT by default, which lets a second server silently share
         # (and steal half the calls of) a port that is already serving.
         server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(), *self._interceptors],
+            interceptors=[ServiceInterceptor(guard), *self._interceptors],
             options=[("grpc.so_reuseport", 0)],
         )
         self._services = tuple(self._add_servicers(server))
@@ -303,11 +338,15 @@ class GrpcServer:
         reflection.enable_server_reflection(
             (*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        address = _address(s.grpc_host, s.grpc_port)
         try:
-            port = server.add_insecure_port(_address(s.grpc_host, s.grpc_port))
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError:
             raise PortInUseError(
-                "gRPC", s.grpc_host, s.grpc_port, _env_var(s, "grpc_port")
+                "gRPC", s.grpc_host, s.grpc_port, env_var(s, "grpc_port")
             ) from None
         endpoint = None
         if s.metrics_port:
@@ -315,7 +354,7 @@ class GrpcServer:
                 self._metrics_host,
                 s.metrics_port,
                 ready=self._is_ready,
-                port_env_var=_env_var(s, "metrics_port"),
+                port_env_var=env_var(s, "metrics_port"),
             )
             await endpoint.start()
         try:
@@ -334,6 +373,8 @@ class GrpcServer:
             port=port,
             metrics_port=self.metrics_port,
             services=list(self._services),
+            tls="mutual" if s.grpc_tls_client_ca_file else bool(credentials),
+            key_names=guard.key_names,
         )
 
     async def stop(self, grace: float | None = None) -> None:

@@ -24,8 +24,8 @@ REDACTED: Final = "[redacted]"
 EMAIL_MASK: Final = "[email]"
 PHONE_MASK: Final = "[phone]"
 
-# A key is sensitive when one of its `_`-separated words is one of these
-# (`push_token`, `customer_email`, `Authorization`, `x-api-key` all match).
+# A key is sensitive when one of its `_`-separated words is one of these, or it holds
+# `api_key` (`push_token`, `customer_email`, `Authorization`, `x-api-key` all match).
 _SENSITIVE_WORDS: Final = frozenset(
     {
         "email",
@@ -47,6 +47,8 @@ _EMAIL_RE: Final = re.compile(
 )
 # E.164 (`+819012345678`), also as people type it (`+81 90-1234-5678`).
 _PHONE_RE: Final = re.compile(r"(?<![\w+])\+[1-9](?:[ \-.]?\d){6,14}(?!\d)")
+# A credential quoted in a message (`Authorization: Bearer <key>` in an error text).
+_BEARER_RE: Final = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{8,}")
 
 # Deeper structures are summarised, not walked: a log line is no place for them, and
 # a self-referencing value must not recurse forever.
@@ -58,17 +60,19 @@ _HANDLER_NAME: Final = "enishi"
 def is_sensitive_key(key: str) -> bool:
     """Whether values under `key` are personal data or secrets, whatever they look like."""
     normalized = key.lower().replace("-", "_")
-    if normalized in _SENSITIVE_KEYS:
+    if normalized in _SENSITIVE_KEYS or "api_key" in normalized:
         return True
     return any(word in _SENSITIVE_WORDS for word in normalized.split("_"))
 
 
 def mask_text(text: str) -> str:
-    """`text` with email addresses and phone numbers in it masked."""
+    """`text` with email addresses, phone numbers and bearer credentials in it masked."""
     if "@" in text:
         text = _EMAIL_RE.sub(EMAIL_MASK, text)
     if "+" in text:
         text = _PHONE_RE.sub(PHONE_MASK, text)
+    if "earer" in text or "EARER" in text:
+        text = _BEARER_RE.sub(rf"\1 {REDACTED}", text)
     return text
 
 

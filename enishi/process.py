@@ -16,7 +16,7 @@ from typing import Any, Final
 import structlog
 
 from enishi.config import CommonSettings
-from enishi.errors import PortInUseError
+from enishi.errors import ConfigurationError, PortInUseError
 from enishi.logs import configure_logging
 
 Main = Callable[[], Coroutine[Any, Any, None]]
@@ -59,7 +59,8 @@ def run(main: Main, *, settings: CommonSettings, service: str) -> int:
     """Configure logging, run `main` until it ends or a signal stops it; returns the exit code.
 
     Use as `raise SystemExit(run(main, settings=settings, service="ingest"))`. A port that
-    cannot be bound ends with one readable log line and exit code 2, not a traceback.
+    cannot be bound, or a setting that cannot work (no API keys, a missing certificate), ends
+    with one readable log line and exit code 2, not a traceback.
     """
     configure_logging(settings.log_level, settings.log_format, service)
     log.info("process.starting")
@@ -67,6 +68,9 @@ def run(main: Main, *, settings: CommonSettings, service: str) -> int:
         asyncio.run(run_until_signal(main))
     except PortInUseError as exc:
         log.error("process.cannot_start", reason=str(exc), port=exc.port, env_var=exc.env_var)
+        return EXIT_CANNOT_START
+    except ConfigurationError as exc:
+        log.error("process.cannot_start", reason=str(exc), env_var=exc.env_var)
         return EXIT_CANNOT_START
     except Exception:
         log.exception("process.crashed")

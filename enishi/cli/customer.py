@@ -2,7 +2,8 @@
 
 An identity is `email:...`, `phone:...`, `line:...`, `anon:...`, `push:...`, `id:...` or a
 bare customer id. The CLI talks to CustomerService at `--target` (or
-`ENISHI_CUSTOMERS_TARGET`; default the local stack's port). It is an operator tool: it shows
+`ENISHI_CUSTOMERS_TARGET`; default the local stack's port) with a `reader` key
+(`ENISHI_API_KEY`, enishi/grpc_client.py). It is an operator tool: it shows
 personal data (emails, phones) on purpose, and never logs them.
 """
 
@@ -22,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console, Group
 from rich.table import Table
 
+from enishi import grpc_client
 from enishi.devstack.parts import local_target
 from enishi.v1 import (
     channel_pb2,
@@ -69,7 +71,7 @@ def default_target() -> str:
 
 
 def _call(target: str, method: Callable[[pb_grpc.CustomerServiceStub], R]) -> R:
-    with grpc.insecure_channel(target) as channel:
+    with grpc_client.channel(target) as channel:
         try:
             return method(pb_grpc.CustomerServiceStub(channel))
         except grpc.RpcError as exc:
@@ -85,6 +87,9 @@ def _call(target: str, method: Callable[[pb_grpc.CustomerServiceStub], R]) -> R:
                 )
             else:
                 err.print(f"[red]error:[/red] {code.name if code else 'UNKNOWN'}: {details}")
+                hint = grpc_client.auth_hint(code)
+                if hint:
+                    err.print(hint, markup=False)
             raise typer.Exit(1) from None
 
 

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from enishi import grpc_client
 from enishi.cli.customer import customer_view
 from enishi.cli.sandbox import call as sandbox_call
 from enishi.cli.sandbox import ledger_table
@@ -93,7 +94,7 @@ async def _customer(stack: Stack, customer_id: str) -> customer_pb2.Customer | N
         customer=identity_pb2.CustomerRef(customer_id=customer_id),
         timeline_limit=TIMELINE_ENTRIES,
     )
-    async with grpc.aio.insecure_channel(stack.grpc_target("customers")) as channel:
+    async with grpc_client.aio_channel(stack.grpc_target("customers")) as channel:
         stub = customers_grpc.CustomerServiceStub(channel)
         view = None
         for _ in range(20):

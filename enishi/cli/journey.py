@@ -1,7 +1,8 @@
 """`enishi journey ...`: check journey sources like a compiler would, and drive the registry.
 
 `validate` and `simulate` run locally; `register`, `activate`, `pause`, `resume`, `archive`,
-`list`, `show`, `migrate` and `stats` call the JourneyRegistry (docs/registry.md) at `--target`.
+`list`, `show`, `migrate` and `stats` call the JourneyRegistry (docs/registry.md) at `--target`
+with `ENISHI_API_KEY` (a `designer` key to change journeys, `reader` to look; docs/security.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
+from enishi import grpc_client
 from enishi.catalog import by_name
 from enishi.config import DevStackSettings
 from enishi.journeys import Diagnostic, Severity, validate
@@ -195,7 +197,7 @@ def _target(value: str | None) -> str:
 @contextlib.contextmanager
 def _registry(target: str | None) -> Iterator[tuple[registry_grpc.JourneyRegistryStub, str]]:
     address = _target(target)
-    with grpc.insecure_channel(address) as channel:
+    with grpc_client.channel(address) as channel:
         yield registry_grpc.JourneyRegistryStub(channel), address
 
 
@@ -218,6 +220,9 @@ def _fail(exc: grpc.RpcError, address: str, filename: str) -> NoReturn:
             err.print(f"{filename or 'source'}: not registered", style="red", markup=False)
             raise typer.Exit(1)
     err.print(f"error: {code.name}: {details}", style="red", markup=False)
+    hint = grpc_client.auth_hint(code)
+    if hint:
+        err.print(hint, markup=False)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         err.print(
             f"is the registry running at {address}? `enishi dev up --detach`, or set "

@@ -17,6 +17,7 @@ from typing import Final
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from enishi import grpc_client
 from enishi.demo.population import DemoCustomer, Event
 from enishi.memory.model import channel_value
 from enishi.v1 import consent_pb2, identity_pb2, touchpoint_pb2
@@ -174,8 +175,8 @@ class Feed:
 
     async def run(self, customers: Sequence[DemoCustomer]) -> None:
         async with (
-            grpc.aio.insecure_channel(self._ingest_target) as ingest_channel,
-            grpc.aio.insecure_channel(self._customers_target) as customers_channel,
+            grpc_client.aio_channel(self._ingest_target) as ingest_channel,
+            grpc_client.aio_channel(self._customers_target) as customers_channel,
         ):
             ingest: ingest_grpc.IngestServiceAsyncStub = ingest_grpc.IngestServiceStub(
                 ingest_channel

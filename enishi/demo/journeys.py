@@ -12,6 +12,7 @@ from typing import Final
 
 import grpc
 
+from enishi import grpc_client
 from enishi.demo.population import FIRST_ORDER, WELCOME
 from enishi.journeys import JourneyInvalid, parse_journey
 from enishi.v1 import journey_registry_pb2 as registry_pb2
@@ -40,7 +41,7 @@ class ActiveJourney:
 async def ensure_active(target: str, examples: Path = EXAMPLES) -> list[ActiveJourney]:
     """Register each demo journey's example file and make that version live."""
     active = []
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc_client.aio_channel(target) as channel:
         stub = registry_grpc.JourneyRegistryStub(channel)
         for journey_id in DEMO_JOURNEYS:
             path = examples / f"{journey_id}.yaml"

@@ -9,7 +9,7 @@ from typing import Literal
 
 from enishi.catalog import SERVICES, by_name
 from enishi.config import DevStackSettings
-from enishi.devstack import binaries, probes
+from enishi.devstack import api_keys, binaries, probes
 from workflows.contract import SEARCH_ATTRIBUTES
 
 LOOPBACK = "127.0.0.1"
@@ -61,6 +61,8 @@ def service_env(settings: DevStackSettings) -> dict[str, str]:
         "ENISHI_TEMPORAL_ADDRESS": temporal_address(settings),
         "ENISHI_LOG_FORMAT": "json",
         "ENISHI_GRPC_HOST": LOOPBACK,
+        # Written by `Supervisor.up` before the services start.
+        "ENISHI_API_KEYS_FILE": str(api_keys.path(settings.state_dir)),
     }
 
 

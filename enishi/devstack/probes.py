@@ -12,6 +12,8 @@ import grpc
 import redis.asyncio as redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from enishi import grpc_client
+
 NOISY_CLIENT_LOGGERS = ("aiokafka", "temporalio")
 
 
@@ -64,7 +66,8 @@ async def redis_ping(url: str, timeout: float = 2.0) -> bool:
 
 async def grpc_health(target: str, timeout: float = 2.0) -> bool:
     """A gRPC server answers SERVING through the standard health protocol."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    # The client helper: TLS when the clients are configured for it (health needs no key).
+    async with grpc_client.aio_channel(target) as channel:
         # The health stubs' typing lacks the generated methods.
         stub: Any = health_pb2_grpc.HealthStub(channel)
         try:

@@ -22,7 +22,7 @@ from temporalio.client import Client
 
 from enishi import topics
 from enishi.config import DevStackSettings
-from enishi.devstack import ports
+from enishi.devstack import api_keys, ports
 from enishi.devstack.parts import Part, all_parts, kafka_bootstrap, temporal_address
 from enishi.kafka import ensure_topics
 from enishi.temporal import register_search_attributes
@@ -187,6 +187,9 @@ class Supervisor:
                 f"topics: {len(created)} created, "
                 f"{len(topics.all_topics()) - len(created)} already there"
             )
+            if services:
+                keys = api_keys.ensure(self.state_dir)
+                self.progress(f"API keys: {keys} (one per role; the CLI uses the admin key)")
             await self._start_all(services, running)
         except BaseException:
             self.progress("start failed; stopping what was started")

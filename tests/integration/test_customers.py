@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from google.protobuf import struct_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from enishi import kafka, keys, topics
+from enishi import grpc_client, kafka, keys, topics
 from enishi.config import CustomersSettings
 from enishi.grpc_server import GrpcServer
 from enishi.touchpoints import TouchpointPublisher
@@ -38,6 +38,7 @@ from enishi.v1 import ingest_service_pb2 as ingest_pb
 from enishi.v1 import ingest_service_pb2_grpc as ingest_grpc
 from services.customers.journeys import ActiveJourneys, TemporalStepQuery
 from services.customers.servicer import SERVICE_NAME, CustomerServicer, add_to_server
+from tests import auth_support
 from tests.conftest import LocalServers
 from tests.integration.stream_support import eventually, running_processor
 from tests.integration.test_ingest import running_ingest
@@ -59,6 +60,7 @@ async def running_customers(
         grpc_host="127.0.0.1",
         grpc_port=0,
         metrics_port=0,
+        api_keys=auth_support.SERVER_KEYS,
     )
     producer = kafka.producer(settings)
     redis = aioredis.Redis.from_url(servers.redis_url)
@@ -78,7 +80,7 @@ async def running_customers(
     await server.start()
     try:
         address = f"127.0.0.1:{server.port}"
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc_client.aio_channel(address, auth_support.ADMIN) as channel:
             yield channel, address
     finally:
         await server.stop(0)

@@ -20,6 +20,7 @@ from enishi.devstack.ports import free_port
 from enishi.memory import apply, model
 from enishi.memory.writer import MemoryWriter
 from enishi.v1 import channel_pb2, consent_pb2, dispatch_pb2, identity_pb2, touchpoint_pb2
+from tests import auth_support
 from tests.conftest import LocalServers
 from tests.integration.stream_support import event
 from tests.integration.test_customers import running_customers
@@ -89,7 +90,8 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def _run(*args: str) -> Result:
     # The CLI blocks on sync gRPC; the server lives on this event loop, so run it aside.
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args))
+    env = {"ENISHI_API_KEY": auth_support.ADMIN.api_key.get_secret_value()}
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
 
 
 async def test_show_renders_the_360_view_with_the_why_of_messages(

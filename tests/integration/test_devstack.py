@@ -6,6 +6,7 @@ import json
 import os
 import random
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,13 @@ def test_dev_up_twice_reports_running_and_down_leaves_no_process(tmp_path: Path)
         for part in ("kafka", "temporal", "redis", *(s.name for s in SERVICES)):
             assert part in status.stderr
         assert "down" not in status.stderr and "not healthy" not in status.stderr
+
+        # Auth is on: the stack made its keys privately, and the CLI found the admin one.
+        keys = tmp_path / "state" / "api-keys"
+        assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+        no_key = {k: v for k, v in env.items() if k != "ENISHI_API_KEY"}
+        listed = _enishi(no_key, "journey", "list")
+        assert listed.returncode == 0, listed.stderr
 
         second = _enishi(env, "dev", "up", "--detach")
         assert second.returncode == 0, second.stderr

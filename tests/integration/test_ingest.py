@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from enishi import kafka, topics
+from enishi import grpc_client, kafka, topics
 from enishi.config import IngestSettings
 from enishi.devstack.ports import free_port
 from enishi.grpc_server import GrpcServer
@@ -27,22 +27,24 @@ from enishi.v1 import ingest_service_pb2 as pb
 from enishi.v1 import ingest_service_pb2_grpc as pb_grpc
 from services.ingest.servicer import IngestServicer, add_to_server
 from services.ingest.validation import Limits
+from tests import auth_support
 from tests.conftest import LocalServers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @contextlib.asynccontextmanager
-async def running_ingest(
+async def serving_ingest(
     servers: LocalServers, **limits: int
-) -> AsyncIterator[tuple[grpc.aio.Channel, aioredis.Redis]]:
-    """An in-process ingest server on the real broker and Redis: a channel to it, and Redis."""
+) -> AsyncIterator[tuple[str, aioredis.Redis]]:
+    """An in-process ingest server on the real broker and Redis: its address, and Redis."""
     settings = IngestSettings(
         kafka_bootstrap=servers.kafka_bootstrap,
         redis_url=servers.redis_url,
         grpc_host="127.0.0.1",
         grpc_port=0,
         metrics_port=0,
+        api_keys=auth_support.SERVER_KEYS,
     )
     producer = kafka.producer(settings)
     redis = aioredis.Redis.from_url(servers.redis_url)
@@ -59,11 +61,22 @@ async def running_ingest(
     server = GrpcServer(settings, "ingest", add, on_shutdown=producer.stop)
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield channel, redis
+        yield f"127.0.0.1:{server.port}", redis
     finally:
         await server.stop(0)
         await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(
+    servers: LocalServers, **limits: int
+) -> AsyncIterator[tuple[grpc.aio.Channel, aioredis.Redis]]:
+    """An in-process ingest server: an admin-keyed channel to it, and Redis."""
+    async with (
+        serving_ingest(servers, **limits) as (address, redis),
+        grpc_client.aio_channel(address, auth_support.ADMIN) as channel,
+    ):
+        yield channel, redis
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributeKey
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from enishi import keys
+from enishi import grpc_client, keys
 from enishi.config import RegistrySettings
 from enishi.grpc_server import GrpcServer
 from enishi.registry import DIAGNOSTICS_TRAILER, decode_entries
@@ -33,6 +33,7 @@ from enishi.v1 import journey_registry_pb2_grpc as pb_grpc
 from services.registry.enrollments import Enrollments
 from services.registry.servicer import JourneyRegistryServicer, add_to_server
 from services.registry.store import JourneyStore
+from tests import auth_support
 from tests.conftest import LocalServers
 from workflows import contract
 
@@ -136,6 +137,7 @@ async def running_registry(servers: LocalServers) -> AsyncIterator[Registry]:
         grpc_host="127.0.0.1",
         grpc_port=0,
         metrics_port=0,
+        api_keys=auth_support.SERVER_KEYS,
     )
     redis = aioredis.Redis.from_url(servers.redis_url)
     temporal = await Client.connect(servers.temporal_address)
@@ -156,7 +158,7 @@ async def running_registry(servers: LocalServers) -> AsyncIterator[Registry]:
                 workflows=[FakeEnrollment],
                 workflow_runner=UnsandboxedWorkflowRunner(),
             ),
-            grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+            grpc_client.aio_channel(f"127.0.0.1:{server.port}", auth_support.ADMIN) as channel,
         ):
             yield Registry(
                 pb_grpc.JourneyRegistryStub(channel),

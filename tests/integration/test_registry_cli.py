@@ -13,6 +13,7 @@ import pytest_asyncio
 from typer.testing import CliRunner, Result
 
 from enishi.cli.main import app
+from tests import auth_support
 from tests.conftest import LocalServers
 from tests.integration.test_registry import Registry, new_id, running_registry, source
 
@@ -27,7 +28,11 @@ async def registry(servers: LocalServers) -> AsyncIterator[Registry]:
 
 
 async def enishi(registry: Registry, *args: str) -> Result:
-    env = {"ENISHI_REGISTRY_TARGET": registry.target, "COLUMNS": "200"}
+    env = {
+        "ENISHI_REGISTRY_TARGET": registry.target,
+        "ENISHI_API_KEY": auth_support.ADMIN.api_key.get_secret_value(),
+        "COLUMNS": "200",
+    }
     return await asyncio.to_thread(lambda: runner.invoke(app, ["journey", *args], env=env))
 
 

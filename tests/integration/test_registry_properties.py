@@ -14,8 +14,10 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from enishi import grpc_client
 from enishi.v1 import journey_pb2
 from enishi.v1 import journey_registry_pb2 as pb
+from tests import auth_support
 from tests.conftest import LocalServers
 from tests.integration.test_registry import Registry, running_registry, source
 
@@ -159,7 +161,7 @@ async def test_list_answers_ok_or_a_named_problem(
 
 
 async def test_undecodable_bytes_name_the_field(registry: Registry) -> None:
-    channel = grpc.aio.insecure_channel(registry.target)
+    channel = grpc_client.aio_channel(registry.target, auth_support.ADMIN)
     call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
         "/enishi.v1.JourneyRegistry/GetJourney"
     )

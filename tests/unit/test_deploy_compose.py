@@ -172,6 +172,14 @@ def test_enishi_service_sets_only_real_settings(spec: ServiceSpec) -> None:
     assert unknown == set(), f"{spec.name}: not settings of {spec.settings.__name__}: {unknown}"
 
 
+@pytest.mark.parametrize("spec", [s for s in SERVICES if s.grpc_port], ids=lambda s: s.name)
+def test_grpc_services_need_api_keys_from_the_environment_and_commit_none(
+    spec: ServiceSpec,
+) -> None:
+    keys = COMPOSE_SERVICES[spec.name]["environment"]["ENISHI_API_KEYS"]
+    assert keys.startswith("${ENISHI_API_KEYS:?"), "compose must stop when no keys are set"
+
+
 @pytest.mark.parametrize("spec", SERVICES, ids=lambda s: s.name)
 def test_enishi_service_settings_parse_and_match_the_catalogue(
     spec: ServiceSpec, monkeypatch: pytest.MonkeyPatch

@@ -189,6 +189,17 @@ def test_deployment_env_names_are_settings_of_the_service(spec: ServiceSpec) -> 
     assert {"secretRef": {"name": SECRET, "optional": True}} in refs
 
 
+@pytest.mark.parametrize("spec", [s for s in SERVICES if s.grpc_port], ids=lambda s: s.name)
+def test_grpc_deployments_take_their_api_keys_from_a_secret_never_a_value(
+    spec: ServiceSpec,
+) -> None:
+    (entry,) = [e for e in _container(spec)["env"] if e["name"] == "ENISHI_API_KEYS"]
+    assert entry == {
+        "name": "ENISHI_API_KEYS",
+        "valueFrom": {"secretKeyRef": {"name": "enishi-api-keys", "key": "ENISHI_API_KEYS"}},
+    }
+
+
 @pytest.mark.parametrize("spec", SERVICES, ids=lambda s: s.name)
 def test_deployment_settings_parse_and_match_the_catalogue(
     spec: ServiceSpec, monkeypatch: pytest.MonkeyPatch
@@ -199,7 +210,8 @@ def test_deployment_settings_parse_and_match_the_catalogue(
     for name, value in _one("ConfigMap", CONFIGMAP)["data"].items():
         monkeypatch.setenv(name, value)
     for entry in _container(spec).get("env", []):
-        monkeypatch.setenv(entry["name"], entry["value"])
+        if "value" in entry:  # not the secretKeyRef ones (API keys)
+            monkeypatch.setenv(entry["name"], entry["value"])
     settings = spec.settings()
     assert settings.metrics_port == spec.metrics_port
     if spec.grpc_port is not None:

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
+from enishi import grpc_client
 from enishi.config import GrpcServiceSettings
 from enishi.errors import (
     MAX_FIELD_ERRORS_IN_MESSAGE,
@@ -37,6 +38,7 @@ from enishi.errors import (
     field_path,
 )
 from enishi.grpc_server import REQUEST_ID_KEY, GrpcServer, current_request_id
+from tests import auth_support
 from tests.unit.conftest import LOG_SERVICE, Lines
 
 pytestmark = pytest.mark.unit
@@ -115,6 +117,7 @@ def settings(**overrides: Any) -> GrpcServiceSettings:
         "grpc_port": 0,
         "metrics_port": 0,
         "shutdown_grace_seconds": 5.0,
+        "api_keys": auth_support.SERVER_KEYS,
         **overrides,
     }
     return GrpcServiceSettings(**values)
@@ -178,7 +181,7 @@ async def served() -> AsyncIterator[Served]:
     echo = Echo()
     server = GrpcServer(settings(), "echo", echo.add)
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = grpc_client.aio_channel(f"127.0.0.1:{server.port}", auth_support.ADMIN)
     try:
         yield Served(server, echo, channel)
     finally:
@@ -363,7 +366,7 @@ async def test_graceful_stop_goes_not_serving_and_lets_the_call_in_flight_finish
     echo = Echo()
     server = GrpcServer(settings(), "echo", echo.add)
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with grpc_client.aio_channel(f"127.0.0.1:{server.port}", auth_support.ADMIN) as channel:
         watch = health_watch(channel)(health_pb2.HealthCheckRequest(service=SERVICE))
         assert await next_status(watch) == health_pb2.HealthCheckResponse.SERVING
         in_flight = asyncio.ensure_future(unary(channel, "Slow")(b""))
@@ -510,6 +513,7 @@ async def start_service(**env: str) -> asyncio.subprocess.Process:
             "ENISHI_METRICS_PORT": "0",
             "ENISHI_LOG_FORMAT": "json",
             "ENISHI_LOG_LEVEL": "INFO",
+            "ENISHI_API_KEYS": auth_support.SERVER_KEYS.get_secret_value(),
             **env,
         },
         stdout=asyncio.subprocess.PIPE,

@@ -41,6 +41,34 @@ def test_sensitive_keys_are_redacted_at_any_depth() -> None:
     assert out["event"] == "dispatch.published"
 
 
+def test_api_keys_are_redacted_under_any_spelling_of_their_name() -> None:
+    event = {
+        "x-api-key": "k-123",
+        "X_API_KEY": "k-123",
+        "api_keys": "shop:ingest:k-123",
+        "ENISHI_API_KEY": "k-123",
+        "metadata": [{"authorization": "Bearer k-123"}],
+        "key_names": ["shop", "ops"],
+    }
+
+    out = redact_personal_data(None, "info", event)
+
+    assert {k: v for k, v in out.items() if k != "metadata"} == {
+        "x-api-key": REDACTED,
+        "X_API_KEY": REDACTED,
+        "api_keys": REDACTED,
+        "ENISHI_API_KEY": REDACTED,
+        "key_names": ["shop", "ops"],  # names are not secrets
+    }
+    assert out["metadata"] == [{"authorization": REDACTED}]
+
+
+def test_a_bearer_credential_quoted_in_a_message_is_masked() -> None:
+    out = redact({"error": "upstream refused 'authorization: Bearer abcDEF123-_.xyz' (401)"})
+    assert out["error"] == f"upstream refused 'authorization: Bearer {REDACTED}' (401)"
+    assert redact("the bearer of good news") == "the bearer of good news"
+
+
 def test_redaction_never_changes_the_callers_objects() -> None:
     customer = {"email": "hanako@example.jp", "tags": ["vip"]}
 
