@@ -37,6 +37,12 @@ _DETAIL_OF_KIND = {
     touchpoint_pb2.TOUCHPOINT_KIND_JOURNEY: "journey",
 }
 
+# The channel each identity addresses. A new address makes that channel reachable again
+# (a bounce, an unregistered token or an unfollow was about the old one); a push token is
+# new when the customer had no such token.
+IDENTITY_CHANNELS = {"email": "email", "phone": "sms", "line_user_id": "line"}
+ADDRESS_CHANGED = "address_changed"
+
 ZSET_PARTS = (keys.SEEN, keys.TIMELINE, keys.ORDERS, keys.MESSAGES)
 SET_PARTS = (keys.MERGED,)
 # LWW hashes and the hash holding their versions.
@@ -79,6 +85,29 @@ class Plan:
             self._op("D", hash_index, versions_index, name, version)
         else:
             self._op("L", hash_index, versions_index, name, version, value)
+
+    def identity(self, name: str, version: str, value: Token, channel: str) -> None:
+        """Set identity `name` if `version` is newer; when that replaces another address,
+        `channel`'s reachability record (if any) becomes reachable (`<channel>.address_changed`)."""
+        at = model.from_ms(model.version_ms(version))
+        reachable = consent_pb2.ChannelReachability(
+            channel=model.channel_value(channel),  # type: ignore[arg-type]
+            reachable=True,
+            reason=f"{channel}.{ADDRESS_CHANGED}",
+            updated_at=at,
+        )
+        self._op(
+            "C",
+            key_index(keys.IDENTITY),
+            key_index(keys.IDENTITY_VERSIONS),
+            key_index(keys.REACHABILITY),
+            key_index(keys.REACHABILITY_VERSIONS),
+            name,
+            version,
+            value,
+            channel,
+            reachable.SerializeToString(),
+        )
 
     def earliest(self, part: str, versions: str, name: str, version: str, value: Token) -> None:
         """Set `name` if `version` is older than the one stored (first write wins)."""
@@ -231,15 +260,17 @@ def _plan_identify(result: Plan, identify: touchpoint_pb2.IdentifyDetail, at_ver
     identity = identify.identity
     for kind in model.IDENTITY_FIELDS:
         value = getattr(identity, kind)
-        if value:
+        if not value:
+            continue
+        channel = IDENTITY_CHANNELS.get(kind)
+        if channel is None:
             result.latest(keys.IDENTITY, kind, at_version, value)
+        else:
+            result.identity(kind, at_version, value, channel)
     for token in identity.push_tokens:
         if token.token:
-            result.latest(
-                keys.IDENTITY,
-                model.PUSH_PREFIX + token.token,
-                at_version,
-                token.SerializeToString(),
+            result.identity(
+                model.PUSH_PREFIX + token.token, at_version, token.SerializeToString(), "push"
             )
 
 

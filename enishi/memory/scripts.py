@@ -37,6 +37,10 @@ OPCODES: Final = {
     "Z": 3,  # ZADD: zset, score, member
     "S": 2,  # SADD: set, member
     "A": 4,  # add to a timeline aggregate: name, count, first_ms, last_ms
+    # an identity, last write wins; when it replaces another address, that channel's
+    # reachability record (if any) is overwritten with `reach_value` at the same version:
+    # hash, versions, reach_hash, reach_versions, field, version, value, channel, reach_value
+    "C": 9,
 }
 
 # opcode -> how many of its leading operands are part indexes (the keys it touches).
@@ -52,6 +56,7 @@ KEY_OPERANDS: Final = {
     "Z": 1,
     "S": 1,
     "A": 0,
+    "C": 4,
 }
 
 # Parts every call declares: the dedupe set, the timeline (T and A operations name no key)
@@ -142,6 +147,21 @@ local function versioned(hash, versions, field, version, value, latest)
   end
 end
 
+-- A new address is not the one that bounced (or was unregistered): the channel's
+-- reachability record, when there is one, gives way to `reach_value`. The same address
+-- again (an Identify repeated at every login) changes nothing.
+local function identity(hash, versions, reach, reach_versions, field, version, value, channel,
+                        reach_value)
+  local current = redis.call('HGET', versions, field)
+  if current and current >= version then return end
+  local before = redis.call('HGET', hash, field)
+  redis.call('HSET', versions, field, version)
+  redis.call('HSET', hash, field, value)
+  if before ~= value and redis.call('HEXISTS', reach, channel) == 1 then
+    versioned(reach, reach_versions, channel, version, reach_value, true)
+  end
+end
+
 local function aggregate(name, count, first, last)
   redis.call('HINCRBY', K_TIMELINE_AGG, name .. '|c', count)
   extreme(K_TIMELINE_AGG, name .. '|f', first, false)
@@ -181,6 +201,11 @@ local function run(op)
   elseif op == 'A' then
     local name, count, first, last = take(), take(), take(), take()
     aggregate(name, count, first, last)
+  elseif op == 'C' then
+    local hash, versions, reach, reach_versions = take(), take(), take(), take()
+    local field, version, value, channel, reach_value = take(), take(), take(), take(), take()
+    identity(K[tonumber(hash)], K[tonumber(versions)], K[tonumber(reach)],
+             K[tonumber(reach_versions)], field, version, value, channel, reach_value)
   else
     return redis.error_reply('memory script: unknown opcode ' .. tostring(op))
   end

@@ -190,5 +190,8 @@ def _touched_parts(tokens: Sequence[Token]) -> int:
             touched |= 1 << tokens[position + 1]  # type: ignore[operator]
             if operands == 2:
                 touched |= 1 << tokens[position + 2]  # type: ignore[operator]
+            elif operands > 2:
+                for offset in range(2, operands + 1):
+                    touched |= 1 << tokens[position + offset]  # type: ignore[operator]
         position += 1 + OPCODES[opcode]  # type: ignore[index]
     return touched

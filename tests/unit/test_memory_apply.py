@@ -10,7 +10,7 @@ from enishi import keys
 from enishi.memory import model
 from enishi.memory.apply import InvalidTouchpoint, Plan, plan, timeline_entry, validate
 from enishi.memory.scripts import OPCODES, key_index
-from enishi.v1 import channel_pb2, dispatch_pb2, touchpoint_pb2
+from enishi.v1 import channel_pb2, consent_pb2, dispatch_pb2, touchpoint_pb2
 
 Kind = touchpoint_pb2.TouchpointKind
 NOW_MS = model.datetime_ms(datetime(2026, 6, 1, tzinfo=UTC))
@@ -97,7 +97,38 @@ def test_identify_sets_traits_by_version_and_a_null_removes_one() -> None:
     traits, versions = key_index(keys.TRAITS), key_index(keys.TRAITS_VERSIONS)
     assert ("L", (traits, versions, "plan", version, '"gold"')) in ops
     assert ("D", (traits, versions, "city", version)) in ops
-    assert any(op == "L" and args[2] == "email" for op, args in ops)
+    assert any(op == "C" and args[4] == "email" for op, args in ops)
+
+
+def test_an_identity_that_addresses_a_channel_carries_that_channels_reachable_again() -> None:
+    identify = _touchpoint("customer.identified", Kind.TOUCHPOINT_KIND_IDENTIFY)
+    identity = identify.identify.identity
+    identity.email, identity.phone, identity.anonymous_id = "hana@example.jp", "+819012345678", "a"
+    identity.push_tokens.add(token="tok-1")
+    ops = _ops(plan(identify, now_ms=NOW_MS))
+    parts = (
+        key_index(keys.IDENTITY),
+        key_index(keys.IDENTITY_VERSIONS),
+        key_index(keys.REACHABILITY),
+        key_index(keys.REACHABILITY_VERSIONS),
+    )
+    changes = {args[4]: args for op, args in ops if op == "C"}
+    assert set(changes) == {"email", "phone", "push:tok-1"}
+    assert {name: args[7] for name, args in changes.items()} == {
+        "email": "email",
+        "phone": "sms",
+        "push:tok-1": "push",
+    }
+    assert all(args[:4] == parts for args in changes.values())
+    reach = consent_pb2.ChannelReachability.FromString(changes["phone"][8])  # type: ignore[arg-type]
+    assert (reach.channel, reach.reachable, reach.reason) == (
+        channel_pb2.CHANNEL_SMS,
+        True,
+        "sms.address_changed",
+    )
+    assert model.to_ms(reach.updated_at) == NOW_MS - 1000
+    # An anonymous id addresses no channel: a plain last-write-wins.
+    assert any(op == "L" and args[2] == "anonymous_id" for op, args in ops)
 
 
 def test_a_message_sent_long_ago_is_counted_but_not_in_the_7_day_window() -> None:
