@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from ulid import ULID
 
-from enishi import auth, metrics, process, tls
+from enishi import auth, metrics, process, tls, tracing
 from enishi.config import GrpcServiceSettings, env_var
 from enishi.errors import (
     MAX_FIELD_ERRORS_IN_MESSAGE,
@@ -94,9 +94,18 @@ class _Call:
         self.fields: list[str] | None = None
         self._started = time.perf_counter()
         self._tokens: Mapping[str, contextvars.Token[Any]] = {}
+        self._span: tracing.ActiveSpan | None = None
 
-    def begin(self) -> None:
+    def begin(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self._tokens = structlog.contextvars.bind_contextvars(request_id=self.request_id)
+        if tracing.enabled() and not self.quiet:
+            # The server span continues the caller's trace (`traceparent` metadata).
+            self._span = tracing.begin_span(
+                self.method.lstrip("/"),
+                kind=tracing.SpanKind.SERVER,
+                parent=tracing.extract_context(context.invocation_metadata()),
+                attributes={"rpc.system": "grpc", "enishi.request_id": self.request_id},
+            )
 
     def admit(self, check: Admit) -> None:
         """Check the API key and record who is calling (the key's name, never the secret)."""
@@ -162,6 +171,10 @@ class _Call:
         else:
             log.info("grpc.call", **fields)
         structlog.contextvars.reset_contextvars(**self._tokens)
+        if self._span is not None:
+            if isinstance(code, grpc.StatusCode):
+                self._span.span.set_attribute("rpc.grpc.status_code", code.value[0])
+            self._span.end(error=code_name if code in _SERVER_FAULTS else None)
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
@@ -211,7 +224,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 def _unary(inner: Behavior, method: str, request_id: str, admit: Admit) -> Behavior:
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(method, request_id)
-        call.begin()
+        call.begin(context)
         try:
             call.admit(admit)
             return await inner(request, context)
@@ -231,7 +244,7 @@ def _streaming(inner: Behavior, method: str, request_id: str, admit: Admit) -> B
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         call = _Call(method, request_id)
-        call.begin()
+        call.begin(context)
         try:
             call.admit(admit)
             result = inner(request, context)

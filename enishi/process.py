@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import structlog
 
+from enishi import tracing
 from enishi.config import CommonSettings
 from enishi.errors import ConfigurationError, PortInUseError
 from enishi.logs import configure_logging
@@ -56,14 +57,15 @@ async def run_until_signal(main: Main) -> None:
 
 
 def run(main: Main, *, settings: CommonSettings, service: str) -> int:
-    """Configure logging, run `main` until it ends or a signal stops it; returns the exit code.
+    """Configure logging and tracing, run `main` until it ends or a signal stops it; the exit code.
 
     Use as `raise SystemExit(run(main, settings=settings, service="ingest"))`. A port that
     cannot be bound, or a setting that cannot work (no API keys, a missing certificate), ends
     with one readable log line and exit code 2, not a traceback.
     """
     configure_logging(settings.log_level, settings.log_format, service)
-    log.info("process.starting")
+    tracing.configure_tracing(settings, service)
+    log.info("process.starting", tracing=tracing.enabled())
     try:
         asyncio.run(run_until_signal(main))
     except PortInUseError as exc:
@@ -75,5 +77,7 @@ def run(main: Main, *, settings: CommonSettings, service: str) -> int:
     except Exception:
         log.exception("process.crashed")
         return EXIT_CRASHED
+    finally:
+        tracing.shutdown_tracing()  # exports the spans still queued
     log.info("process.stopped")
     return EXIT_OK

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
-from enishi import topics
+from enishi import topics, tracing
 from enishi.v1 import touchpoint_pb2
 
 # RFC 4648 base32 digits -> Crockford's, the ULID alphabet (same bit order).
@@ -31,6 +31,9 @@ _COUNTER_BITS: Final = 15  # the last 3 ULID digits count within one draw
 _RANDOM_BITS: Final = 80
 # Keys whose partition is remembered; past this the memo starts over (it only saves murmur2).
 _MEMO_KEYS: Final = 100_000
+
+Record = tuple[bytes, bytes, list[tuple[str, bytes]] | None]
+"""A record to produce: key, value, headers."""
 
 
 def new_event_ids(count: int) -> list[str]:
@@ -78,15 +81,25 @@ class TouchpointPublisher:
         """
         if not events:
             return
-        records: dict[int, list[tuple[bytes, bytes]]] = {}
+        records: dict[int, list[Record]] = {}
         partition_of = await self._partition_memo()
+        # Each record's headers mirror its touchpoint's `trace`; with tracing on, an event
+        # without one gets the current span's (the ingest call's, the activity's).
+        current = tracing.current_trace()
+        current_headers = tracing.trace_headers(current) if current is not None else None
         for event in events:
             key = event.customer_id.encode()
             partition = partition_of.get(key)
             if partition is None:
                 partition = self._partitioner(key, self._partitions, self._partitions)
                 partition_of[key] = partition
-            records.setdefault(partition, []).append((key, event.SerializeToString()))
+            headers = None
+            if event.HasField("trace"):
+                headers = tracing.own_trace_headers(event.trace, current)
+            elif current is not None:
+                event.trace.CopyFrom(current)
+                headers = current_headers
+            records.setdefault(partition, []).append((key, event.SerializeToString(), headers))
         pending = []
         for partition, batch_records in records.items():
             pending += await self._send(partition, batch_records)
@@ -99,16 +112,16 @@ class TouchpointPublisher:
             self._partition_of = {}
         return self._partition_of
 
-    async def _send(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
+    async def _send(self, partition: int, records: list[Record]) -> list[Any]:
         """Queue `records` for `partition` as few batches as fit; their delivery futures."""
         producer = self._producer
         futures = []
         batch = producer.create_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
+        for key, value, headers in records:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 futures.append(await self._submit(batch, partition))
                 batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     raise MessageSizeTooLargeError(f"a touchpoint of {len(value)} bytes")
         futures.append(await self._submit(batch, partition))
         return futures

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from enishi import tracing
 from enishi.metrics import TEMPORAL_CALLS
 from workflows import contract
 
@@ -45,27 +46,33 @@ class TemporalJourneyCalls:
 
     async def start(self, request: contract.JourneyInput, event: contract.EventSignal) -> None:
         workflow_id = contract.workflow_id(request.journey_id, request.customer_id)
+        # In the event's trace (the stream's span for it): the client's TracingInterceptor,
+        # when tracing is on, carries it into the workflow and its activities.
+        context = tracing.context_from_trace(event.traceparent)
         async with self._slots:
             TEMPORAL_CALLS.labels("signal_with_start").inc()
             # Signal-with-start: starts the run, or only signals it if it is running already
             # (a redelivered trigger); the workflow dedupes on the event id. ALLOW_DUPLICATE:
             # re-entry after a finished run is decided by the enrollment record, not Temporal.
-            await self._client.start_workflow(
-                WORKFLOW_TYPE,
-                request,
-                id=workflow_id,
-                task_queue=self._task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                start_signal=contract.SIGNAL_TOUCHPOINT,
-                start_signal_args=[event],
-            )
+            with tracing.attached(context):
+                await self._client.start_workflow(
+                    WORKFLOW_TYPE,
+                    request,
+                    id=workflow_id,
+                    task_queue=self._task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    start_signal=contract.SIGNAL_TOUCHPOINT,
+                    start_signal_args=[event],
+                )
 
     async def signal(self, journey_id: str, customer_id: str, event: contract.EventSignal) -> bool:
         handle = self._client.get_workflow_handle(contract.workflow_id(journey_id, customer_id))
+        context = tracing.context_from_trace(event.traceparent)
         async with self._slots:
             TEMPORAL_CALLS.labels("signal").inc()
             try:
-                await handle.signal(contract.SIGNAL_TOUCHPOINT, event)
+                with tracing.attached(context):
+                    await handle.signal(contract.SIGNAL_TOUCHPOINT, event)
             except RPCError as exc:
                 if exc.status == RPCStatusCode.NOT_FOUND:
                     return False  # the run finished: its `awaits` entry is stale

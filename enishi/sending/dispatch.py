@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from enishi import topics
+from enishi import topics, tracing
 from enishi.memory import model
 from enishi.sending.policy import Recipient
 from enishi.sending.render import Rendered
@@ -131,13 +131,24 @@ class DispatchPublisher:
         self._producer = producer
 
     async def publish(self, event: dispatch_pb2.DispatchEvent, *, traceparent: str = "") -> None:
-        headers = [("traceparent", traceparent.encode())] if traceparent else None
-        await self._producer.send_and_wait(
-            topics.dispatch(model.channel_name(event.channel)),
-            value=event.SerializeToString(),
-            key=event.customer_id.encode(),
-            headers=headers,
-        )
+        """Publish `event`; its record carries the trace context: with tracing on, this
+        publish's span (a child of the send activity's); off, `traceparent` (the trigger's,
+        passed through) when there is one."""
+        topic = topics.dispatch(model.channel_name(event.channel))
+        with tracing.span(
+            f"publish {topic}",
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "enishi.dispatch_id": event.dispatch_id},
+        ):
+            headers = tracing.inject_headers([]) or (
+                [(tracing.TRACEPARENT, traceparent.encode())] if traceparent else None
+            )
+            await self._producer.send_and_wait(
+                topic,
+                value=event.SerializeToString(),
+                key=event.customer_id.encode(),
+                headers=headers,
+            )
 
 
 def timestamp(moment: datetime) -> Timestamp:

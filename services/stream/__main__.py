@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from temporalio.client import Client
 
-from enishi import kafka
+from enishi import kafka, tracing
 from enishi.config import StreamSettings
 from enishi.enrollment.calls import TemporalJourneyCalls
 from enishi.http_endpoint import MetricsEndpoint
@@ -37,7 +37,10 @@ async def main() -> None:
         # Lazy: memory keeps flowing while Temporal is away; only a batch with an event a
         # journey cares about needs it (and is retried until it is back).
         temporal = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            lazy=True,
+            interceptors=tracing.temporal_interceptors(),  # the trace goes on into journeys
         )
         await producer.start()
         await consumer.start()

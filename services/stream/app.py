@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from enishi import dead_letters
+from enishi import dead_letters, tracing
 from enishi.dead_letters import DeadLetter, SourceRecord
 from enishi.kafka import consume_batches
 from enishi.memory import model
@@ -30,6 +30,8 @@ from enishi.v1 import touchpoint_pb2
 from services.stream.hooks import AppliedBatch, BatchHook
 
 log = structlog.get_logger(__name__)
+
+PROCESS_SPAN = "process touchpoints"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,15 @@ class StreamProcessor:
 
     async def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         """Make the effects of `records` durable (memory, dead letters, hook)."""
+        spans = tracing.record_spans(PROCESS_SPAN)
+        if spans is None:
+            return await self._process(records, None)
+        with spans:
+            return await self._process(records, spans)
+
+    async def _process(
+        self, records: Sequence[SourceRecord], spans: tracing.RecordSpans | None
+    ) -> BatchOutcome:
         now = datetime.now(UTC)
         now_ms = model.datetime_ms(now)
         touchpoints: list[touchpoint_pb2.Touchpoint] = []
@@ -109,6 +120,10 @@ class StreamProcessor:
                 continue
             touchpoints.append(touchpoint)
             plans.append(event_plan)
+            if spans is not None:
+                # A span per traced record, from decoding to the end of the batch; the hook's
+                # Temporal calls for this touchpoint become its children (via `trace`).
+                spans.add(record, touchpoint.trace, {"enishi.event_name": touchpoint.name})
         flags = await self._writer.apply(plans, now=now)
         if letters:
             await dead_letters.send(self._producer, letters)

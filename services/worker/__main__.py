@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from temporalio.client import Client
 
-from enishi import kafka
+from enishi import kafka, tracing
 from enishi.config import WorkerSettings
 from enishi.http_endpoint import MetricsEndpoint
 from enishi.process import run
@@ -26,7 +26,11 @@ async def main() -> None:
         # Not lazy: a worker without Temporal has nothing to do; failing here lets the
         # orchestrator restart it until Temporal answers.
         temporal = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            # On the client, tracing covers the worker built on it: workflows and activities
+            # continue the trace of the call that started or signalled them.
+            interceptors=tracing.temporal_interceptors(),
         )
         worker = build_worker(temporal, activities(redis, producer, settings), settings)
         running = True
