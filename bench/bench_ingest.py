@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from bench.servers import Servers
+from bench.servers import API_KEY, CLIENT, Servers
+from enishi import grpc_client
 from enishi.devstack import probes
 from enishi.devstack.ports import free_port
 from enishi.v1 import identity_pb2
@@ -58,9 +59,17 @@ def requests(load: Load, seed: int = 7) -> list[bytes]:
     return result
 
 
+@dataclass(frozen=True)
+class IngestProcess:
+    """The running ingest service: where it listens, and its pid (for its peak RSS)."""
+
+    target: str
+    pid: int
+
+
 @asynccontextmanager
-async def ingest_process(servers: Servers) -> AsyncIterator[str]:
-    """A running `python -m services.ingest` on a free port; yields its target."""
+async def ingest_process(servers: Servers) -> AsyncIterator[IngestProcess]:
+    """A running `python -m services.ingest` on a free port."""
     port = free_port()
     env = {
         **os.environ,
@@ -72,6 +81,7 @@ async def ingest_process(servers: Servers) -> AsyncIterator[str]:
         "ENISHI_METRICS_PORT": "0",
         "ENISHI_LOG_LEVEL": "WARNING",
         "ENISHI_KAFKA_LINGER_MS": str(LINGER_MS),
+        "ENISHI_API_KEYS": API_KEY.entry(),
     }
     proc = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env)
     target = f"127.0.0.1:{port}"
@@ -81,7 +91,7 @@ async def ingest_process(servers: Servers) -> AsyncIterator[str]:
                 if proc.poll() is not None:
                     raise RuntimeError(f"ingest exited with {proc.returncode}")
                 await asyncio.sleep(0.2)
-        yield target
+        yield IngestProcess(target, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -89,7 +99,7 @@ async def ingest_process(servers: Servers) -> AsyncIterator[str]:
 
 async def batch_track(target: str, batches: list[bytes], load: Load) -> float:
     """Events/s accepted through BatchTrack, each call acknowledged by Kafka."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc_client.aio_channel(target, CLIENT) as channel:
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
             "/enishi.v1.IngestService/BatchTrack"
         )

@@ -7,28 +7,32 @@ Three figures, each on fresh customers so nothing is a duplicate:
 - the whole processor, `services.stream.app.consume`: Kafka poll → decode → plan → Redis
   → hook → commit, with 2,000-record polls from 4 partitions (about one event per
   customer per batch).
-Plus the memory a customer with 10 events takes in Redis. `python -m bench.bench_stream`
-runs this benchmark and its raw limits alone; `python -m bench` runs everything. It never
-asserts a time.
+Then the Redis memory the processor's customers take (`MEMORY USAGE` of every key of a
+sample of them), per customer and per key family. `python -m bench.bench_stream` runs this
+benchmark and its raw limits alone; `python -m bench` runs everything. It never asserts a
+time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from bench.consumer import assigned
 from enishi import kafka, keys, topics
 from enishi.config import CommonSettings
 from enishi.memory import model
 from enishi.memory.apply import plan
 from enishi.memory.writer import MemoryWriter
 from enishi.v1 import touchpoint_pb2
-from services.stream.app import StreamProcessor, consume, consumer_for
+from services.stream.app import StreamProcessor, consume
 from services.stream.hooks import AppliedBatch
 
 BATCH = 2000
@@ -65,14 +69,48 @@ async def writer(redis: Redis, batch: list[touchpoint_pb2.Touchpoint]) -> float:
     return len(batch) / (time.perf_counter() - started)
 
 
-async def bytes_per_customer(redis: Redis, customer_ids: list[str]) -> float:
-    """Mean `MEMORY USAGE` over every memory key of these customers."""
+# Every per-customer key family: the memory, the journey bookkeeping, the identity index.
+# (The send caps' keys are per local day and week and expire; they are not counted.)
+CUSTOMER_FAMILIES = (*keys.MEMORY_PARTS, keys.AWAITS, keys.ENROLLMENTS, keys.CONDITIONS)
+IDENTITIES = "ids"
+
+
+@dataclass(frozen=True)
+class CustomerBytes:
+    """`MEMORY USAGE` (every element counted) of a sample of customers' keys."""
+
+    customers: int
+    mean: float
+    p99: float
+    families: dict[str, float]
+    """Key family -> mean bytes per customer (families no sampled customer has: left out)."""
+
+
+async def customer_bytes(redis: Redis, customer_ids: list[str]) -> CustomerBytes:
+    """Bytes per customer over every key family of these customers."""
+    names = [*CUSTOMER_FAMILIES, IDENTITIES]
     async with redis.pipeline(transaction=False) as pipe:
         for customer_id in customer_ids:
-            for key in keys.memory_keys(customer_id):
-                pipe.memory_usage(key)
-        sizes = await pipe.execute()
-    return sum(size or 0 for size in sizes) / max(len(customer_ids), 1)
+            for part in CUSTOMER_FAMILIES:
+                pipe.memory_usage(keys.customer(customer_id, part), samples=0)
+            pipe.memory_usage(keys.identities(customer_id), samples=0)
+        sizes = [size or 0 for size in await pipe.execute()]
+    per_customer = [sum(sizes[n : n + len(names)]) for n in range(0, len(sizes), len(names))]
+    families = {
+        name: sum(sizes[i :: len(names)]) / len(customer_ids) for i, name in enumerate(names)
+    }
+    return CustomerBytes(
+        customers=len(customer_ids),
+        mean=statistics.fmean(per_customer),
+        p99=_p99(per_customer),
+        families={name: round(size, 1) for name, size in families.items() if size},
+    )
+
+
+def _p99(values: list[int]) -> float:
+    if len(values) < 2:
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
 class _Counter:
@@ -99,8 +137,7 @@ async def processor(
             for tp in batch
         ]
         await asyncio.gather(*deliveries)
-        consumer = consumer_for(bootstrap, topic, f"bench-{topic}", batch_max=BATCH)
-        await consumer.start()
+        consumer = await assigned(bootstrap, topic, partitions, batch_max=BATCH)
         try:
             counter = _Counter()
             stream = StreamProcessor(MemoryWriter(redis), producer, hook=counter)

@@ -8,6 +8,7 @@ append-only file as in `enishi dev up`.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import tempfile
 import time
@@ -15,13 +16,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
+
+from pydantic import SecretStr
 
 from enishi import kafka, topics
-from enishi.config import DevStackSettings
+from enishi.auth import ApiKey, Role
+from enishi.config import DevStackSettings, GrpcClientSettings
 from enishi.devstack.parts import kafka_bootstrap, redis_url, server_parts
 from enishi.devstack.ports import free_port
 
 _PARTS = ("kafka", "redis")
+
+# The benchmark's own API key: the services it starts accept it and its clients send it, so
+# calls pay for authentication as they do in production.
+API_KEY: Final = ApiKey("bench", frozenset({Role.INGEST, Role.DESIGNER}), secrets.token_hex(24))
+CLIENT: Final = GrpcClientSettings(api_key=SecretStr(API_KEY.secret))
+"""Settings for `enishi.grpc_client` channels sending API_KEY."""
 _START_SECONDS = 60.0
 
 
