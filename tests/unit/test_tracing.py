@@ -6,13 +6,19 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
 from opentelemetry import trace
 
-from enishi import tracing
+from enishi import grpc_client, tracing
 from enishi.config import CommonSettings
+from enishi.grpc_server import GrpcServer
 from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import touchpoint_pb2
+from tests import auth_support
 from tests.tracing_support import named, traced
+from tests.unit.test_grpc_server import SERVICE, Echo, health_check, settings, unary
 
 SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -287,3 +293,33 @@ def test_the_temporal_interceptor_is_offered_only_when_tracing_is_on() -> None:
 
     assert isinstance(interceptor, TracingInterceptor)
     assert tracing.temporal_interceptors() == []
+
+
+async def test_a_grpc_call_is_a_server_span_under_the_callers_traceparent() -> None:
+    with traced() as exporter:
+        echo = Echo()
+        server = GrpcServer(settings(), "echo", echo.add)
+        await server.start()
+        channel = grpc_client.aio_channel(f"127.0.0.1:{server.port}", auth_support.ADMIN)
+        try:
+            await unary(channel, "Echo")(b"hi", metadata=(("traceparent", SAMPLED_PARENT),))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await unary(channel, "Crash")(b"")
+            await health_check(channel)(health_pb2.HealthCheckRequest())
+        finally:
+            await channel.close()
+            await server.stop(0)
+    spans = exporter.get_finished_spans()
+    [echoed] = named(spans, f"{SERVICE}/Echo")
+    assert echoed.kind == trace.SpanKind.SERVER
+    assert echoed.parent is not None
+    assert (echoed.context.trace_id, echoed.parent.span_id) == _parts(SAMPLED_PARENT)[:2]
+    assert echoed.attributes is not None and echoed.attributes["rpc.grpc.status_code"] == 0
+    # A server fault is an ERROR named by its code; the exception's text (personal data
+    # here) stays out of the span.
+    [crashed] = named(spans, f"{SERVICE}/Crash")
+    assert crashed.parent is None
+    assert crashed.status.status_code == trace.StatusCode.ERROR
+    assert crashed.status.description == "INTERNAL"
+    assert "hanako" not in str(crashed.attributes) and not crashed.events
+    assert [s.name for s in spans] == [f"{SERVICE}/Echo", f"{SERVICE}/Crash"]  # no health span
