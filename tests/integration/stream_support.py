@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from enishi.memory.writer import MemoryWriter
 from enishi.v1 import touchpoint_pb2
 from services.stream.app import StreamProcessor, consume, consumer_for
 from services.stream.hooks import AppliedBatch, BatchHook
+from tests.polling import eventually as eventually  # re-exported for the stream tests
 
 
 def unique(prefix: str) -> str:
@@ -106,12 +107,3 @@ async def running_processor(
             await task
         await consumer.stop()
         await producer.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0) -> None:
-    """Wait until `check()` is true, or fail after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {check.__qualname__}")
-        await asyncio.sleep(0.05)

@@ -39,6 +39,7 @@ from enishi.errors import (
 )
 from enishi.grpc_server import REQUEST_ID_KEY, GrpcServer, current_request_id
 from tests import auth_support
+from tests.polling import eventually
 from tests.unit.conftest import LOG_SERVICE, Lines
 
 pytestmark = pytest.mark.unit
@@ -269,7 +270,12 @@ async def test_context_abort_in_a_handler_passes_through_untouched(served: Serve
 
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert caught.value.details() == "designers only"
-    assert REGISTRY.get_sample_value("enishi_grpc_calls_total", labels) == before + 1
+
+    # The interceptor counts in a `finally` that may run after the client has its status.
+    async def counted() -> bool:
+        return REGISTRY.get_sample_value("enishi_grpc_calls_total", labels) == before + 1
+
+    await eventually(counted, timeout=5)
 
 
 async def test_streaming_method_is_served_and_its_domain_errors_mapped(served: Served) -> None:
@@ -349,8 +355,11 @@ async def test_calls_are_counted_by_method_and_code_and_timed(served: Served) ->
         with pytest.raises(grpc.aio.AioRpcError):
             await served.unary("Missing")(b"")
 
-    assert count("NOT_FOUND") == before + 3
-    assert timed() == timed_before + 3
+    # The interceptor counts in a `finally` that may run after the client has its status.
+    async def counted() -> bool:
+        return count("NOT_FOUND") == before + 3 and timed() == timed_before + 3
+
+    await eventually(counted, timeout=5)
     assert count("OK") == 0.0
 
 
