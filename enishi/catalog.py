@@ -53,6 +53,16 @@ class ServiceSpec:
         """The default of one of this service's port settings."""
         return int(self.settings.model_fields[field].default)
 
+    def port_name(self, field: str) -> str:
+        """An extra port's short name (`line_webhook_port` → `webhook`): the dev stack's
+        label, the named port of deploy/k8s."""
+        return field.removeprefix(f"{self.name}_").removesuffix("_port")
+
+    @property
+    def extra_port_numbers(self) -> dict[str, int]:
+        """Every extra port by its short name, with its default."""
+        return {self.port_name(field): self.default_port(field) for field in self.extra_ports}
+
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(name="ingest", module="services.ingest", settings=IngestSettings),
@@ -68,7 +78,12 @@ SERVICES: tuple[ServiceSpec, ...] = (
         production=False,
         extra_ports=("sandbox_smtp_port", "sandbox_http_port"),
     ),
-    ServiceSpec(name="email", module="services.email", settings=EmailSettings),
+    ServiceSpec(
+        name="email",
+        module="services.email",
+        settings=EmailSettings,
+        extra_ports=("email_unsubscribe_port",),
+    ),
     ServiceSpec(
         name="line",
         module="services.line",

@@ -43,16 +43,6 @@ class CommonSettings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port; 0 turns the endpoint off."
     )
-    # OpenTelemetry (enishi/tracing.py, docs/tracing.md).
-    tracing_enabled: bool = Field(
-        False, description="OpenTelemetry traces; off: no spans and no trace headers of our own."
-    )
-    otlp_endpoint: str = Field(
-        "http://localhost:4317", description="OTLP/gRPC collector for traces; `http://`: no TLS."
-    )
-    tracing_sample_ratio: float = Field(
-        1.0, ge=0, le=1, description="Share of new traces kept; a caller's choice is followed."
-    )
 
 
 class GrpcServiceSettings(CommonSettings):
@@ -325,9 +315,25 @@ class EmailSettings(ChannelSettings):
         "enishi <noreply@enishi.localhost>",
         description="From header when the dispatch names none.",
     )
-    email_list_unsubscribe: str = Field(
-        "<mailto:unsubscribe@enishi.localhost?subject=unsubscribe%20{dispatch_id}>",
-        description="List-Unsubscribe when the dispatch has none; `{dispatch_id}` is filled in.",
+    # One-click unsubscribe (RFC 8058): the links we mint and the endpoint that honours them.
+    unsubscribe_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs List-Unsubscribe links (32+ characters); the email service needs it.",
+    )
+    email_unsubscribe_url: str = Field(
+        "http://localhost:8027",
+        description="Public base URL of the unsubscribe endpoint; links are `<url>/u/<token>`.",
+    )
+    email_unsubscribe_host: str = Field(
+        "0.0.0.0", description="Address the unsubscribe endpoint binds to."
+    )
+    email_unsubscribe_port: int = Field(
+        8027, ge=0, le=65535, description="Unsubscribe endpoint port (GET/POST /u/<token>)."
+    )
+    email_unsubscribe_mailto: str = Field(
+        "",
+        description="Also offer `mailto:<this>` in List-Unsubscribe; set only if that mailbox "
+        "is processed.",
     )
 
 

@@ -104,3 +104,11 @@ CHANNEL_RATE_LIMITED_SECONDS: Final = Counter(
     ("provider",),
 )
 """Exported as `enishi_channel_rate_limited_seconds_total`."""
+
+UNSUBSCRIBE_REQUESTS: Final = Counter(
+    "enishi_unsubscribe_requests",
+    "Requests to the email service's one-click unsubscribe endpoint, by result (unsubscribed, "
+    "shown, invalid, unavailable).",
+    ("result",),
+)
+"""Exported as `enishi_unsubscribe_requests_total`."""

@@ -33,7 +33,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
-from enishi import dead_letters, kafka, keys, tracing
+from enishi import dead_letters, kafka, keys
+from enishi.channels import feedback
 from enishi.channels.protocol import ChannelSender, DeliveryOutcome
 from enishi.channels.ratelimit import TokenBucket
 from enishi.channels.receipts import channel_name, receipt_touchpoint
@@ -289,7 +290,8 @@ class ChannelProcessor:
                 if finished.dead_letter_reason:
                     letters.append(DeadLetter(record, finished.dead_letter_reason))
 
-        await self._publisher.publish(receipts)
+        # Receipts, each followed by what it tells memory (a dead address: unreachable).
+        await self._publisher.publish(feedback.with_feedback(receipts))
         if letters:
             await dead_letters.send(self._producer, letters)
         channel = self._channel
@@ -305,30 +307,9 @@ class ChannelProcessor:
         results = []
         for record, dispatch in chain:
             async with self._slots:
-                with self._processing(record, dispatch):
-                    # Traced, the receipt continues from this dispatch's span; off, it carries
-                    # the record's `traceparent` on as it came.
-                    traceparent = tracing.current_traceparent() or _traceparent(record)
-                    finished = await self.deliver(dispatch, traceparent=traceparent)
+                finished = await self.deliver(dispatch, traceparent=_traceparent(record))
             results.append((record, finished))
         return results
-
-    def _processing(
-        self, record: Any, dispatch: dispatch_pb2.DispatchEvent
-    ) -> contextlib.AbstractContextManager[object]:
-        """The span of one dispatch's delivery, child of the context its record carries."""
-        if not tracing.enabled():
-            return contextlib.nullcontext()
-        return tracing.span(
-            f"process {record.topic}",
-            kind=tracing.SpanKind.CONSUMER,
-            parent=tracing.extract_context(getattr(record, "headers", None)),
-            attributes={
-                "messaging.system": "kafka",
-                "enishi.channel": self._channel,
-                "enishi.dispatch_id": dispatch.dispatch_id,
-            },
-        )
 
     async def deliver(
         self, dispatch: dispatch_pb2.DispatchEvent, *, traceparent: str = ""
@@ -383,22 +364,6 @@ class ChannelProcessor:
         return finished
 
     async def _attempt(self, dispatch: dispatch_pb2.DispatchEvent) -> DeliveryOutcome:
-        with tracing.span(
-            f"send {self._sender.provider}",
-            kind=tracing.SpanKind.CLIENT,
-            attributes={
-                "enishi.channel": self._channel,
-                "enishi.dispatch_id": dispatch.dispatch_id,
-            },
-        ) as span:
-            outcome = await self._call_provider(dispatch)
-            if span.is_recording():
-                span.set_attribute("enishi.outcome", outcome.kind)
-                if outcome.kind != "sent":
-                    span.set_status(tracing.Status(tracing.StatusCode.ERROR, outcome.error_code))
-            return outcome
-
-    async def _call_provider(self, dispatch: dispatch_pb2.DispatchEvent) -> DeliveryOutcome:
         started = time.perf_counter()
         try:
             return await asyncio.wait_for(
@@ -439,7 +404,8 @@ class ChannelProcessor:
             attempts=attempts,
             traceparent=traceparent,
         )
-        if sent or not letter:
+        # A dead address is news about the customer, not a broken dispatch: no dead letter.
+        if sent or not letter or (permanent and feedback.is_dead_address(outcome.error_code)):
             return Finished(receipt)
         why = outcome.error_code + (f": {outcome.error_message}" if outcome.error_message else "")
         if permanent:

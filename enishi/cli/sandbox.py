@@ -126,6 +126,14 @@ def fail(
     lost_reply: Annotated[
         float | None, typer.Option(help="Deliver, then hang this long before answering.")
     ] = None,
+    unreachable: Annotated[
+        bool,
+        typer.Option(
+            "--unreachable",
+            help="The address is dead: SMTP 550 5.1.1 at RCPT TO, FCM UNREGISTERED, "
+            "SMS invalid_number (with --to; --times 0 keeps it dead).",
+        ),
+    ] = False,
     to: Annotated[str, typer.Option(help="Only requests to this address.")] = "",
     url: UrlOption = None,
 ) -> None:
@@ -139,11 +147,16 @@ def fail(
         for k, v in (("timeout", timeout), ("delay", delay), ("lost_reply", lost_reply))
         if v is not None
     ]
-    if len(chosen) > 1:
-        err.print("[red]error:[/red] --timeout, --delay and --lost-reply exclude each other")
+    if len(chosen) + unreachable > 1:
+        err.print(
+            "[red]error:[/red] --timeout, --delay, --lost-reply and --unreachable "
+            "exclude each other"
+        )
         raise typer.Exit(2)
     if chosen:
         body["kind"], body["seconds"] = chosen[0]
+    if unreachable:
+        body["kind"] = "unreachable"
     fault = call(base_url(url), "POST", "/sandbox/faults", body)
     out.print(f"fault {fault['id']}: {fault['provider']} {fault['kind']} x{fault['times'] or '∞'}")
 
@@ -197,3 +210,18 @@ def reply(
         {"user_id": line_user_id, "type": event, "text": text},
     )
     out.print(f"LINE webhook answered {result['webhook_status']}")
+
+
+@app.command()
+def unsubscribe(
+    dispatch_id: Annotated[str, typer.Argument(help="The dispatch id of a delivered email.")],
+    url: UrlOption = None,
+) -> None:
+    """Click an email's one-click unsubscribe, as a mailbox provider does (RFC 8058 POST)."""
+    result = call(
+        base_url(url),
+        "POST",
+        "/sandbox/inbound/email",
+        {"type": "unsubscribe", "dispatch_id": dispatch_id},
+    )
+    out.print(f"unsubscribe link answered {result['unsubscribe_status']}")

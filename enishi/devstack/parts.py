@@ -13,6 +13,8 @@ from enishi.devstack import api_keys, binaries, probes
 from workflows.contract import SEARCH_ATTRIBUTES
 
 LOOPBACK = "127.0.0.1"
+# Signs the local stack's List-Unsubscribe links, which only ever point at this machine.
+DEV_UNSUBSCRIBE_SECRET = "enishi-local-stack-only-unsubscribe-secret"
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,12 @@ def provider_env(settings: DevStackSettings) -> dict[str, str]:
     smtp = sandbox.default_port("sandbox_smtp_port") + offset
     http = f"http://{LOOPBACK}:{sandbox.default_port('sandbox_http_port') + offset}"
     webhook = line.default_port("line_webhook_port") + offset
+    unsubscribe = by_name("email").default_port("email_unsubscribe_port") + offset
     return {
         "ENISHI_EMAIL_SMTP_HOST": LOOPBACK,
         "ENISHI_EMAIL_SMTP_PORT": str(smtp),
+        "ENISHI_EMAIL_UNSUBSCRIBE_URL": f"http://{LOOPBACK}:{unsubscribe}",
+        "ENISHI_UNSUBSCRIBE_SECRET": DEV_UNSUBSCRIBE_SECRET,
         "ENISHI_LINE_API_URL": f"{http}/line",
         "ENISHI_SMS_API_URL": f"{http}/sms",
         "ENISHI_PUSH_API_URL": f"{http}/fcm",
@@ -187,8 +192,7 @@ def service_parts(settings: DevStackSettings) -> list[Part]:
         for setting in spec.extra_ports:
             port = spec.default_port(setting) + offset
             env[f"ENISHI_{setting.upper()}"] = str(port)
-            label = setting.removeprefix(f"{spec.name}_").removesuffix("_port")
-            ports.append(Port(port, label, "ENISHI_DEV_SERVICE_PORT_OFFSET"))
+            ports.append(Port(port, spec.port_name(setting), "ENISHI_DEV_SERVICE_PORT_OFFSET"))
         parts.append(
             Part(
                 name=spec.name,

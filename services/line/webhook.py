@@ -12,11 +12,10 @@ event.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -26,17 +25,17 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from enishi import identity, keys
+from enishi.channels import feedback
 from enishi.channels.consumer import Companion, DeliveryRecords, SentHook
-from enishi.channels.receipts import receipt_touchpoint, source
+from enishi.channels.http_companion import http_companion
+from enishi.channels.receipts import receipt_touchpoint
 from enishi.config import LineSettings
-from enishi.http_endpoint import bind_tcp
 from enishi.identity import IdentityResolver, Ref
 from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import channel_pb2, dispatch_pb2, touchpoint_pb2
 
 PATH: Final = "/line/webhook"
 SIGNATURE_HEADER: Final = "X-Line-Signature"
-REACHABILITY_NAME: Final = "channel.reachability_changed"
 LAST_DISPATCH_TTL: Final = timedelta(days=7)
 
 log = structlog.get_logger(__name__)
@@ -71,24 +70,15 @@ def reachability_touchpoint(
     customer_id: str, event: dict[str, Any], reachable: bool
 ) -> touchpoint_pb2.Touchpoint:
     """`channel.reachability_changed` for LINE from a follow (reachable) or unfollow event."""
-    at = _at(event)
-    touchpoint = touchpoint_pb2.Touchpoint(
+    return feedback.reachability_touchpoint(
         event_id=f"line-{event.get('webhookEventId') or event.get('timestamp')}-{event['type']}",
         customer_id=customer_id,
-        name=REACHABILITY_NAME,
-        kind=touchpoint_pb2.TOUCHPOINT_KIND_REACHABILITY,
-        source=source("line"),
-        channel="line",
+        channel=channel_pb2.CHANNEL_LINE,
+        reachable=reachable,
+        reason=f"line.{event['type']}",
+        at=_at(event),
+        received_at=datetime.now(UTC),
     )
-    touchpoint.customer.customer_id = customer_id
-    touchpoint.occurred_at.FromDatetime(at)
-    touchpoint.received_at.FromDatetime(datetime.now(UTC))
-    state = touchpoint.reachability
-    state.channel = channel_pb2.CHANNEL_LINE
-    state.reachable = reachable
-    state.reason = f"line.{event['type']}"
-    state.updated_at.FromDatetime(at)
-    return touchpoint
 
 
 class LineWebhook:
@@ -170,30 +160,18 @@ def webhook_companion(
 ) -> Companion:
     """The webhook server as a companion of the LINE consumer. Port 0 turns it off, unless
     `on_port` is given: then it binds a free port and reports it (tests do)."""
+    secret = settings.line_channel_secret.get_secret_value()
 
-    @contextlib.asynccontextmanager
-    async def serve(redis: Redis, producer: AIOKafkaProducer) -> AsyncIterator[None]:
-        if not settings.line_webhook_port and on_port is None:
-            yield
-            return
-        webhook = LineWebhook(redis, producer, settings.line_channel_secret.get_secret_value())
-        app = web.Application()
-        app.router.add_post(PATH, webhook.handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        sock = bind_tcp(
-            settings.line_webhook_host,
-            settings.line_webhook_port,
-            what="LINE webhook",
-            env_var="ENISHI_LINE_WEBHOOK_PORT",
-        )
-        try:
-            await web.SockSite(runner, sock).start()
-            if on_port is not None:
-                on_port(sock.getsockname()[1])
-            log.info("line.webhook_listening", port=sock.getsockname()[1])
-            yield
-        finally:
-            await runner.cleanup()
+    def app(redis: Redis, producer: AIOKafkaProducer) -> web.Application:
+        application = web.Application()
+        application.router.add_post(PATH, LineWebhook(redis, producer, secret).handle)
+        return application
 
-    return serve
+    return http_companion(
+        app,
+        host=settings.line_webhook_host,
+        port=settings.line_webhook_port,
+        what="LINE webhook",
+        env_var="ENISHI_LINE_WEBHOOK_PORT",
+        on_port=on_port,
+    )

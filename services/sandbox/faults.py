@@ -4,7 +4,9 @@ A rule matches a provider (or `*`) and optionally one recipient, hits a fraction
 matching requests, `times` times (0: forever). Kinds: `status` answers an error (HTTP status,
 or an SMTP reply code) with an optional Retry-After; `timeout` hangs `seconds` before a 504;
 `delay` adds latency and lets the request through; `lost_reply` accepts the message, then
-hangs, so the client times out on a message that did go out (the idempotency key's job).
+hangs, so the client times out on a message that did go out (the idempotency key's job);
+`unreachable` says the address is dead, as each provider does: SMTP `550 5.1.1` at RCPT TO
+(a bounce), FCM 404 `UNREGISTERED`, SMS 400 with code `invalid_number`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Container
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FaultKind = Literal["status", "timeout", "delay", "lost_reply"]
-KINDS: tuple[FaultKind, ...] = ("status", "timeout", "delay", "lost_reply")
+FaultKind = Literal["status", "timeout", "delay", "lost_reply", "unreachable"]
+KINDS: tuple[FaultKind, ...] = ("status", "timeout", "delay", "lost_reply", "unreachable")
 PROVIDERS = ("smtp", "line", "sms", "fcm", "*")
+# A dead address has a provider's own way of saying so; LINE says it with an unfollow event.
+UNREACHABLE_PROVIDERS = ("smtp", "sms", "fcm")
 
 
 @dataclass
@@ -62,6 +67,11 @@ class Fault:
             raise ValueError(f"rate: expected 0-1, got {fault.rate}")
         if fault.times < 0:
             raise ValueError("times: must be >= 0 (0: forever)")
+        if fault.kind == "unreachable" and provider not in UNREACHABLE_PROVIDERS:
+            raise ValueError(
+                f"provider: kind unreachable is for {', '.join(UNREACHABLE_PROVIDERS)}, got "
+                f"{provider!r} (LINE: post an unfollow event to /sandbox/inbound/line)"
+            )
         return fault
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,12 +94,14 @@ class Faults:
     def rules(self) -> list[Fault]:
         return list(self._rules)
 
-    def hit(self, provider: str, to: str) -> list[Fault]:
-        """The rules that apply to one request: every `delay` that hits, then at most one
-        other rule (counted as a hit)."""
+    def hit(self, provider: str, to: str, kinds: Container[str] = KINDS) -> list[Fault]:
+        """The rules of `kinds` that apply to one request: every `delay` that hits, then at
+        most one other rule (counted as a hit)."""
         applied: list[Fault] = []
         for rule in self._rules:
             if rule.provider not in ("*", provider) or (rule.to and rule.to != to):
+                continue
+            if rule.kind not in kinds:
                 continue
             if rule.times and rule.hits >= rule.times:
                 continue

@@ -4,7 +4,8 @@ Provider routes check requests as the real APIs do (bearer token present, recipi
 UUID retry keys), apply configured faults, and record accepted deliveries in the ledger.
 Admin routes: `GET/DELETE /sandbox/ledger`, `GET/POST/DELETE /sandbox/faults`,
 `POST /sandbox/inbound/line` (a signed LINE webhook event to the LINE service) and
-`POST /sandbox/inbound/email` (an open or click receipt onto `touchpoints`).
+`POST /sandbox/inbound/email` (an open or click receipt onto `touchpoints`, or the RFC 8058
+one-click unsubscribe POST a mailbox provider makes to a delivered email's link).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from enishi.channels.consumer import DeliveryRecords
+from enishi.channels.push import FCM_ERROR_TYPE
 from enishi.channels.receipts import receipt_touchpoint
 from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import dispatch_pb2
@@ -39,6 +41,9 @@ INBOUND_EMAIL_KINDS: Final = {
     "click": dispatch_pb2.DELIVERY_STATUS_CLICKED,
 }
 LINE_INBOUND_KINDS: Final = ("message", "follow", "unfollow")
+UNSUBSCRIBE: Final = "unsubscribe"
+ONE_CLICK: Final = "List-Unsubscribe=One-Click"
+LINK: Final = re.compile(r"<(https?://[^>]+)>")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -100,6 +105,8 @@ class SandboxApi:
             elif fault.kind == "timeout":
                 await asyncio.sleep(fault.seconds)
                 return _error(504, "sandbox timeout"), 0.0
+            elif fault.kind == "unreachable":
+                return _dead_address(provider), 0.0
             else:
                 lost_reply = fault.seconds
         return None, lost_reply
@@ -271,17 +278,21 @@ class SandboxApi:
         return web.json_response({"webhook_status": status, "event": event})
 
     async def inbound_email(self, request: web.Request) -> web.Response:
-        """An email open or click, as an ESP webhook would report it: a RECEIPT touchpoint."""
+        """An email open or click, as an ESP webhook would report it: a RECEIPT touchpoint;
+        or an unsubscribe, as a mailbox provider does it: a POST to the email's one-click link."""
         body = await self._json(request)
         if body is None:
             return _error(400, "body: not a JSON object")
-        if self._producer is None:
-            return _error(503, "no Kafka producer: inbound events are off")
         kind = str(body.get("type", ""))
+        dispatch_id = str(body.get("dispatch_id", ""))
+        if kind == UNSUBSCRIBE:
+            return await self._one_click(dispatch_id)
         status = INBOUND_EMAIL_KINDS.get(kind)
         if status is None:
-            return _error(400, f"type: expected one of {', '.join(INBOUND_EMAIL_KINDS)}")
-        dispatch_id = str(body.get("dispatch_id", ""))
+            kinds = ", ".join([*INBOUND_EMAIL_KINDS, UNSUBSCRIBE])
+            return _error(400, f"type: expected one of {kinds}")
+        if self._producer is None:
+            return _error(503, "no Kafka producer: inbound events are off")
         sent = await DeliveryRecords(self._redis, "email", ttl_seconds=1).get(dispatch_id)
         if sent is None or sent.receipt.name != "message.sent":
             return _error(404, "dispatch_id: no sent email with this dispatch id")
@@ -302,8 +313,52 @@ class SandboxApi:
         await TouchpointPublisher(self._producer).publish([receipt])
         return web.json_response({"event_id": receipt.event_id, "name": receipt.name})
 
+    async def _one_click(self, dispatch_id: str) -> web.Response:
+        """POST `List-Unsubscribe=One-Click` to the https link of the email `dispatch_id`
+        (RFC 8058), read from the headers the ledger kept."""
+        sent = [
+            entry["request"]
+            for entry in await self._ledger.entries(provider="smtp", duplicates=False)
+            if dispatch_id and entry["request"].get("dispatch_id") == dispatch_id
+        ]
+        if not sent:
+            return _error(404, "dispatch_id: no email with this dispatch id in the ledger")
+        links = LINK.findall(sent[-1].get("list_unsubscribe", ""))
+        if not links or sent[-1].get("list_unsubscribe_post") != ONE_CLICK:
+            return _error(409, "the email offers no one-click List-Unsubscribe link")
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                session.post(
+                    links[0],
+                    data=ONE_CLICK,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                ) as response,
+            ):
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _error(502, f"unsubscribe link unreachable: {type(exc).__name__}")
+        return web.json_response({"unsubscribe_status": status, "url": links[0]})
 
-def _fcm_error(status: int, code: str, message: str) -> web.Response:
+
+def _dead_address(provider: str) -> web.Response:
+    """How each provider says an address is dead (an `unreachable` fault)."""
+    if provider == "fcm":
+        return _fcm_error(
+            404,
+            "NOT_FOUND",
+            "Requested entity was not found.",
+            [{"@type": FCM_ERROR_TYPE, "errorCode": "UNREGISTERED"}],
+        )
     return web.json_response(
-        {"error": {"code": status, "message": message, "status": code}}, status=status
+        {"code": "invalid_number", "message": "to: the number cannot receive SMS"}, status=400
     )
+
+
+def _fcm_error(
+    status: int, code: str, message: str, details: list[dict[str, str]] | None = None
+) -> web.Response:
+    error: dict[str, Any] = {"code": status, "message": message, "status": code}
+    if details:
+        error["details"] = details
+    return web.json_response({"error": error}, status=status)

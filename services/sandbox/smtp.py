@@ -1,5 +1,8 @@
 """The sandbox's SMTP server (aiosmtpd): every message lands in the ledger, one entry per
-recipient, deduped on Message-ID (the idempotency key enishi's email adapter sets)."""
+recipient, deduped on Message-ID (the idempotency key enishi's email adapter sets).
+
+An `unreachable` fault refuses its recipient at RCPT TO with `550 5.1.1`, as a server with
+no such mailbox does (a hard bounce); every other fault answers at DATA."""
 
 from __future__ import annotations
 
@@ -11,10 +14,12 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from services.sandbox.faults import Faults
+from services.sandbox.faults import KINDS, Faults
 from services.sandbox.ledger import Ledger
 
 PROVIDER = "smtp"
+BOUNCE = "550 5.1.1 mailbox unavailable (sandbox fault)"
+AT_DATA = tuple(kind for kind in KINDS if kind != "unreachable")
 
 
 def summary(message: EmailMessage) -> dict[str, Any]:
@@ -51,6 +56,20 @@ class SandboxSmtpHandler:
         self._ledger = ledger
         self._faults = faults
 
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self._faults.hit(PROVIDER, address, kinds=("unreachable",)):
+            return BOUNCE
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
         content = raw.encode() if isinstance(raw, str) else raw
@@ -58,7 +77,7 @@ class SandboxSmtpHandler:
         assert isinstance(message, EmailMessage)
         recipients = list(envelope.rcpt_tos)
         lost_reply = 0.0
-        for fault in self._faults.hit(PROVIDER, recipients[0] if recipients else ""):
+        for fault in self._faults.hit(PROVIDER, recipients[0] if recipients else "", AT_DATA):
             if fault.kind == "delay":
                 await asyncio.sleep(fault.seconds)
             elif fault.kind == "status":

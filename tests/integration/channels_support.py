@@ -16,11 +16,12 @@ from redis.asyncio import Redis
 from enishi import kafka, topics
 from enishi.channels.consumer import run_channel
 from enishi.channels.protocol import ChannelSender
-from enishi.config import ChannelSettings, CommonSettings, SandboxSettings
+from enishi.config import ChannelSettings, CommonSettings, EmailSettings, SandboxSettings
 from enishi.v1 import channel_pb2, dispatch_pb2, touchpoint_pb2
 from services.sandbox.app import Sandbox
 from tests.conftest import LocalServers
 
+UNSUBSCRIBE_SECRET = "integration-test-unsubscribe-secret-0123456789"
 CHANNELS = {
     "email": channel_pb2.CHANNEL_EMAIL,
     "line": channel_pb2.CHANNEL_LINE,
@@ -230,5 +231,7 @@ def channel_settings(cls: type[S], servers: LocalServers, **values: Any) -> S:
         "channel_batch_wait_ms": 50,
         "channel_send_timeout_seconds": 5.0,
     }
+    if issubclass(cls, EmailSettings):
+        defaults["unsubscribe_secret"] = UNSUBSCRIBE_SECRET
     defaults.update(values)
     return cls(**defaults)

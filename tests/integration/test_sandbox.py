@@ -18,7 +18,9 @@ from enishi.channels.email import SmtpSender
 from enishi.channels.line import LinePushSender
 from enishi.cli.main import app
 from enishi.config import EmailSettings, LineSettings
+from enishi.devstack.ports import free_port
 from enishi.v1 import channel_pb2, dispatch_pb2, touchpoint_pb2
+from services.email.unsubscribe import unsubscribe_companion
 from services.line.webhook import remember_last_dispatch, signature, webhook_companion
 from services.sandbox.app import Sandbox
 from tests.conftest import LocalServers
@@ -73,6 +75,36 @@ async def test_the_cli_sets_a_fault_and_shows_the_delivery_it_delayed(
         assert event.dispatch_id in shown
         await _cli("sandbox", "clear", "--url", url)
         assert sandbox.faults.rules() == []
+
+
+async def test_the_cli_makes_an_address_bounce_and_clicks_an_emails_unsubscribe_link(
+    servers: LocalServers, redis: Redis, producer: AIOKafkaProducer
+) -> None:
+    dead, alive = dispatch("email"), dispatch("email")
+    alive.email.ClearField("list_unsubscribe")
+    port = free_port()
+    async with running_sandbox(servers) as sandbox:
+        url = sandbox.http_url
+        await _cli("sandbox", "fail", "smtp", "--unreachable", "--to", dead.address, "--url", url)
+        settings = channel_settings(
+            EmailSettings,
+            servers,
+            email_smtp_host="127.0.0.1",
+            email_smtp_port=sandbox.smtp_port,
+            email_unsubscribe_host="127.0.0.1",
+            email_unsubscribe_port=port,
+            email_unsubscribe_url=f"http://127.0.0.1:{port}",
+        )
+        processor = ChannelProcessor("email", SmtpSender(settings), redis, producer, settings)
+        bounced = await processor.deliver(dead)
+        assert (bounced.receipt.name, bounced.receipt.receipt.error_code) == (
+            "message.failed",
+            "bounced",
+        )
+        await processor.deliver(alive)
+        async with unsubscribe_companion(settings)(redis, producer):
+            shown = await _cli("sandbox", "unsubscribe", alive.dispatch_id, "--url", url)
+        assert "answered 200" in shown
 
 
 async def test_line_follow_unfollow_and_a_reply_come_back_as_touchpoints(

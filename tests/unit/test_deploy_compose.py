@@ -31,7 +31,13 @@ DOCKERFILE = ROOT / "Dockerfile"
 # Jobs that run once and exit; everything else is long-running and must be healthy.
 ONE_SHOT_JOBS = {"kafka-topics", "temporal-schema", "temporal-namespace"}
 INFRASTRUCTURE = {"kafka", "postgresql", "temporal", "temporal-ui", "redis"}
-_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+_INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?::?-(?P<default>[^}]*)|:?\?(?P<required>[^}]*))?\}"
+)
+# Secrets a service cannot start without: compose must refuse to start when they are unset
+# (`${VAR:?message}`), never fall back to a value committed here.
+REQUIRED_SECRETS = {"email": {"ENISHI_UNSUBSCRIBE_SECRET"}}
 
 
 def _load_compose() -> dict[str, Any]:
@@ -45,7 +51,8 @@ COMPOSE_SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 
 
 def _resolve(value: object) -> str:
-    """`value` as compose would see it with no variables set: `${X:-d}` becomes `d`."""
+    """`value` as compose would see it with no variables set: `${X:-d}` becomes `d`; a
+    required `${X:?m}` (compose refuses to start without it) becomes empty."""
     return _INTERPOLATION.sub(lambda m: m.group("default") or "", str(value))
 
 
@@ -215,8 +222,19 @@ def test_enishi_service_reaches_infrastructure_by_compose_hostname(spec: Service
 def test_enishi_service_publishes_its_catalogue_ports(spec: ServiceSpec) -> None:
     service = COMPOSE_SERVICES[spec.name]
     expected = {spec.metrics_port} | ({spec.grpc_port} if spec.grpc_port is not None else set())
+    if spec.production:  # the LINE webhook, the unsubscribe endpoint; not the sandbox's fakes
+        expected |= set(spec.extra_port_numbers.values())
     assert set(_host_ports(service)) == expected
     assert "ENISHI_METRICS_PORT" in " ".join(service["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=lambda s: s.name)
+def test_secrets_a_service_needs_are_required_not_defaulted(spec: ServiceSpec) -> None:
+    environment = COMPOSE_SERVICES[spec.name].get("environment", {})
+    for name in REQUIRED_SECRETS.get(spec.name, set()):
+        match = _INTERPOLATION.fullmatch(str(environment.get(name, "")))
+        assert match is not None and match["name"] == name, f"{spec.name}: {name} not from ${name}"
+        assert match["required"] is not None, f"{spec.name}: {name} must be ${{{name}:?...}}"
 
 
 @pytest.mark.parametrize("spec", SERVICES, ids=lambda s: s.name)

@@ -234,7 +234,7 @@ def test_deployment_runs_the_service_module(spec: ServiceSpec) -> None:
 @pytest.mark.parametrize("spec", SERVICES, ids=lambda s: s.name)
 def test_service_ports_match_the_catalogue(spec: ServiceSpec) -> None:
     container = _container(spec)
-    expected = {"metrics": spec.metrics_port}
+    expected = {"metrics": spec.metrics_port, **spec.extra_port_numbers}
     if spec.grpc_port is not None:
         expected["grpc"] = spec.grpc_port
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == expected
