@@ -12,10 +12,14 @@ import email.policy
 from email.message import EmailMessage
 from typing import Any
 
+import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from redis.exceptions import RedisError
 
 from services.sandbox.faults import KINDS, Faults
 from services.sandbox.ledger import Ledger
+
+log = structlog.get_logger(__name__)
 
 PROVIDER = "smtp"
 BOUNCE = "550 5.1.1 mailbox unavailable (sandbox fault)"
@@ -89,8 +93,14 @@ class SandboxSmtpHandler:
                 lost_reply = fault.seconds
         details = summary(message)
         message_id = details["message_id"]
-        for recipient in recipients:
-            await self._ledger.accept(PROVIDER, recipient, message_id, details)
+        try:
+            for recipient in recipients:
+                await self._ledger.accept(PROVIDER, recipient, message_id, details)
+        except RedisError as exc:
+            # A relay with a local problem says "try again later" (4xx), as real ones do;
+            # aiosmtpd's default, 500, would fail a message nothing was wrong with for good.
+            log.warning("sandbox.smtp_ledger_unavailable", error=type(exc).__name__)
+            return "451 4.3.0 sandbox ledger unavailable, try again later"
         if lost_reply:
             await asyncio.sleep(lost_reply)
         return "250 OK queued"

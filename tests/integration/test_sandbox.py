@@ -17,7 +17,7 @@ from enishi.channels.consumer import ChannelProcessor
 from enishi.channels.email import SmtpSender
 from enishi.channels.line import LinePushSender
 from enishi.cli.main import app
-from enishi.config import EmailSettings, LineSettings
+from enishi.config import EmailSettings, LineSettings, SandboxSettings
 from enishi.devstack.ports import free_port
 from enishi.v1 import channel_pb2, dispatch_pb2, touchpoint_pb2
 from services.email.unsubscribe import unsubscribe_companion
@@ -206,3 +206,34 @@ async def _post_unsigned(url: str) -> int:
         session.post(url, data=body, headers={"X-Line-Signature": signature("wrong", body)}) as r,
     ):
         return r.status
+
+
+async def test_the_sandbox_smtp_says_try_again_later_while_its_ledger_is_away(
+    servers: LocalServers, producer: AIOKafkaProducer
+) -> None:
+    # A Valkey restart under the sandbox: a 5xx would fail the email for good (the fault suite
+    # lost three that way); a relay with a local problem answers 4xx, which is retried.
+    away = f"redis://127.0.0.1:{free_port()}/0"
+    settings = SandboxSettings(
+        redis_url=away,
+        kafka_bootstrap=servers.kafka_bootstrap,
+        sandbox_smtp_port=0,
+        sandbox_http_port=0,
+    )
+    redis = Redis.from_url(away)
+    try:
+        async with Sandbox(settings, redis, producer) as sandbox:
+            email = channel_settings(
+                EmailSettings,
+                servers,
+                email_smtp_host="127.0.0.1",
+                email_smtp_port=sandbox.smtp_port,
+            )
+            sender = SmtpSender(email)
+            try:
+                outcome = await sender.deliver(dispatch("email"))
+            finally:
+                await sender.aclose()
+    finally:
+        await redis.aclose()
+    assert (outcome.kind, outcome.error_code) == ("transient", "smtp_451")
