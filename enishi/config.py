@@ -43,6 +43,16 @@ class CommonSettings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port; 0 turns the endpoint off."
     )
+    # OpenTelemetry (enishi/tracing.py, docs/tracing.md).
+    tracing_enabled: bool = Field(
+        False, description="OpenTelemetry traces; off: no spans and no trace headers of our own."
+    )
+    otlp_endpoint: str = Field(
+        "http://localhost:4317", description="OTLP/gRPC collector for traces; `http://`: no TLS."
+    )
+    tracing_sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of new traces kept; a caller's choice is followed."
+    )
 
 
 class GrpcServiceSettings(CommonSettings):

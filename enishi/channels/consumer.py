@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
-from enishi import dead_letters, kafka, keys
+from enishi import dead_letters, kafka, keys, tracing
 from enishi.channels import feedback
 from enishi.channels.protocol import ChannelSender, DeliveryOutcome
 from enishi.channels.ratelimit import TokenBucket
@@ -307,9 +307,30 @@ class ChannelProcessor:
         results = []
         for record, dispatch in chain:
             async with self._slots:
-                finished = await self.deliver(dispatch, traceparent=_traceparent(record))
+                with self._processing(record, dispatch):
+                    # Traced, the receipt continues from this dispatch's span; off, it carries
+                    # the record's `traceparent` on as it came.
+                    traceparent = tracing.current_traceparent() or _traceparent(record)
+                    finished = await self.deliver(dispatch, traceparent=traceparent)
             results.append((record, finished))
         return results
+
+    def _processing(
+        self, record: Any, dispatch: dispatch_pb2.DispatchEvent
+    ) -> contextlib.AbstractContextManager[object]:
+        """The span of one dispatch's delivery, child of the context its record carries."""
+        if not tracing.enabled():
+            return contextlib.nullcontext()
+        return tracing.span(
+            f"process {record.topic}",
+            kind=tracing.SpanKind.CONSUMER,
+            parent=tracing.extract_context(getattr(record, "headers", None)),
+            attributes={
+                "messaging.system": "kafka",
+                "enishi.channel": self._channel,
+                "enishi.dispatch_id": dispatch.dispatch_id,
+            },
+        )
 
     async def deliver(
         self, dispatch: dispatch_pb2.DispatchEvent, *, traceparent: str = ""
@@ -364,6 +385,22 @@ class ChannelProcessor:
         return finished
 
     async def _attempt(self, dispatch: dispatch_pb2.DispatchEvent) -> DeliveryOutcome:
+        with tracing.span(
+            f"send {self._sender.provider}",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={
+                "enishi.channel": self._channel,
+                "enishi.dispatch_id": dispatch.dispatch_id,
+            },
+        ) as span:
+            outcome = await self._call_provider(dispatch)
+            if span.is_recording():
+                span.set_attribute("enishi.outcome", outcome.kind)
+                if outcome.kind != "sent":
+                    span.set_status(tracing.Status(tracing.StatusCode.ERROR, outcome.error_code))
+            return outcome
+
+    async def _call_provider(self, dispatch: dispatch_pb2.DispatchEvent) -> DeliveryOutcome:
         started = time.perf_counter()
         try:
             return await asyncio.wait_for(
