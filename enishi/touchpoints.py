@@ -21,6 +21,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from enishi import topics, tracing
 from enishi.v1 import touchpoint_pb2
 
+# Names of the touchpoints enishi writes itself (besides receipts, see enishi.channels.receipts).
+CONSENT_CHANGED: Final = "consent.changed"
+PREFERENCES_CHANGED: Final = "preferences.changed"
+
 # RFC 4648 base32 digits -> Crockford's, the ULID alphabet (same bit order).
 _CROCKFORD: Final = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Final
 
 from enishi.channels.receipts import channel_name, source
+from enishi.touchpoints import CONSENT_CHANGED
 from enishi.v1 import channel_pb2, consent_pb2, touchpoint_pb2
 
 REACHABILITY_CHANGED: Final = "channel.reachability_changed"
-CONSENT_CHANGED: Final = "consent.changed"  # as services/customers/preferences.py writes it
 UNSUBSCRIBE_SOURCE: Final = "email.list_unsubscribe"
 
 # Error codes an adapter returns when the address itself is dead (not the message, not the

@@ -19,11 +19,10 @@ from ulid import ULID
 from enishi import identity
 from enishi.errors import FieldError, InvalidArgument, field_path
 from enishi.memory import model
+from enishi.touchpoints import CONSENT_CHANGED, PREFERENCES_CHANGED
 from enishi.v1 import channel_pb2, consent_pb2, identity_pb2, touchpoint_pb2
 from enishi.v1 import customer_service_pb2 as pb
 
-CONSENT_CHANGED: Final = "consent.changed"
-PREFERENCES_CHANGED: Final = "preferences.changed"
 DEFAULT_SOURCE: Final = "enishi.customers"
 
 REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")

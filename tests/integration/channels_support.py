@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from enishi.config import ChannelSettings, CommonSettings, EmailSettings, Sandbo
 from enishi.v1 import channel_pb2, dispatch_pb2, touchpoint_pb2
 from services.sandbox.app import Sandbox
 from tests.conftest import LocalServers
+from tests.polling import eventually as eventually  # re-exported for the channel tests
 
 UNSUBSCRIBE_SECRET = "integration-test-unsubscribe-secret-0123456789"
 CHANNELS = {
@@ -131,15 +132,6 @@ async def produce(bootstrap: str, topic: str, values: Sequence[tuple[bytes, byte
             await producer.send_and_wait(topic, value=value, key=key)
     finally:
         await producer.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 20.0) -> None:
-    """Wait until `check()` is true, or fail after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {check.__qualname__}")
-        await asyncio.sleep(0.05)
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[Any]:
