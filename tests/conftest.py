@@ -1,7 +1,8 @@
 """Suite-wide fixtures: the real local servers, started once per session on free ports.
 
 Tests under tests/unit/ get the `unit` marker, tests/integration/ `integration`, tests/e2e/
-`e2e`, from their folder; `pytest -m unit` runs without starting any server.
+`e2e`, tests/faults/ `faults`, from their folder; `pytest -m unit` runs without starting any
+server.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ from tests.integration.channels_support import (
     running_channel,
     running_sandbox,
 )
-from tests.integration.stream_support import event, eventually, running_processor, unique
+from tests.integration.stream_support import event, running_processor, unique
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -270,7 +271,9 @@ def dispatch_garbage(channel: str, valid: dispatch_pb2.DispatchEvent) -> list[Ga
             changed(lambda d: setattr(d, "channel", 42)),
             "channel: unknown value 42",
         ),
-        Garbage("no content", key, changed(lambda d: d.ClearField("content")), f"{channel}: missing"),
+        Garbage(
+            "no content", key, changed(lambda d: d.ClearField("content")), f"{channel}: missing"
+        ),
         Garbage("no address", key, changed(lambda d: d.ClearField("address")), "address: missing"),
         Garbage(
             "another customer's key",
