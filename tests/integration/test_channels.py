@@ -233,40 +233,6 @@ async def test_a_permanent_4xx_becomes_message_failed_and_a_dead_letter_with_its
     assert letter.key == event.customer_id.encode()
 
 
-async def test_a_garbage_record_on_the_line_topic_is_dead_lettered_and_the_service_goes_on(
-    servers: LocalServers, sandbox: Sandbox
-) -> None:
-    topic = await new_dispatch_topic(servers.kafka_bootstrap, "line")
-    event = dispatch("line")
-    wrong_channel = dispatch("email", customer_id=event.customer_id)
-    key = event.customer_id.encode()
-    await produce(
-        servers.kafka_bootstrap,
-        topic,
-        [
-            (key, b"\xff\x00 not a dispatch"),
-            (key, wrong_channel.SerializeToString()),
-            (key, event.SerializeToString()),
-        ],
-    )
-    settings = line_settings(servers, sandbox, channel_topic=topic, channel_group_id=unique("g"))
-    async with running_channel("line", settings, LinePushSender(settings)):
-
-        async def delivered() -> bool:
-            return len(await sandbox.ledger.entries(to=event.address)) == 1
-
-        await eventually(delivered)
-
-        async def dead_lettered() -> bool:
-            return len(await read_topic(servers.kafka_bootstrap, topics.dlq(topic))) == 2
-
-        await eventually(dead_lettered)
-    letters = await read_topic(servers.kafka_bootstrap, topics.dlq(topic))
-    reasons = sorted(dict(r.headers)[dead_letters.REASON_HEADER].decode() for r in letters)
-    assert reasons[0].startswith("channel: CHANNEL_EMAIL on the line topic")
-    assert reasons[1] in ("value: not an enishi.v1.DispatchEvent", "dispatch_id: missing")
-
-
 async def test_a_reply_lost_after_the_provider_accepted_is_retried_under_the_same_key_and_sent_once(
     servers: LocalServers, sandbox: Sandbox, redis: Redis, producer: AIOKafkaProducer
 ) -> None:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from enishi import dead_letters, topics
 from enishi.memory.reader import MemoryReader
 from enishi.v1 import channel_pb2, consent_pb2, customer_pb2, touchpoint_pb2
 from tests.conftest import LocalServers
@@ -120,39 +117,6 @@ async def test_events_out_of_order_leave_traits_and_counters_as_if_ordered(
     assert [e.name for e in a.timeline] == [e.name for e in b.timeline]
 
 
-async def test_malformed_records_reach_the_dlq_and_later_records_are_processed(
-    servers: LocalServers, redis: Redis
-) -> None:
-    topic = await new_topic(servers.kafka_bootstrap)
-    customer = unique("cust")
-    garbage = (b"some-key", b"\xff\x00 definitely not protobuf \xff")
-    no_event_id = event(customer)
-    no_event_id.event_id = ""
-    good = event(customer, "page.viewed")
-    await produce(
-        servers.kafka_bootstrap,
-        topic,
-        [garbage, (customer.encode(), no_event_id.SerializeToString()), good],
-    )
-
-    async with running_processor(servers.kafka_bootstrap, redis, topic):
-        await eventually(_has_event(redis, customer, good.event_id))  # type: ignore[arg-type]
-
-    letters = await _read_all(servers.kafka_bootstrap, topics.dlq(topic), expected=2)
-    by_value = {record.value: record for record in letters}
-    assert set(by_value) == {garbage[1], no_event_id.SerializeToString()}
-    assert by_value[garbage[1]].key == garbage[0]
-    for record in letters:
-        headers = {name: value.decode() for name, value in record.headers}
-        assert headers[dead_letters.SOURCE_TOPIC_HEADER] == topic
-        assert int(headers[dead_letters.SOURCE_OFFSET_HEADER]) >= 0
-        assert headers[dead_letters.SOURCE_PARTITION_HEADER].isdigit()
-    reason = dict(by_value[no_event_id.SerializeToString()].headers)
-    assert reason[dead_letters.REASON_HEADER] == b"event_id: missing"
-    view = await _view(redis, customer)
-    assert view.counters.events_count == 1
-
-
 async def test_consent_preferences_and_merge_are_remembered_and_in_the_timeline(
     servers: LocalServers, redis: Redis
 ) -> None:
@@ -194,24 +158,3 @@ async def test_consent_preferences_and_merge_are_remembered_and_in_the_timeline(
     names = {e.name for e in view.timeline}
     assert {"identity.merged", "consent.changed", "preferences.changed"} <= names
     assert await MemoryReader(redis).customer(anonymous) is None
-
-
-async def _read_all(bootstrap: str, topic: str, *, expected: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=unique("dlq-reader"),
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        records: list[Any] = []
-        for _ in range(100):
-            batches = await consumer.getmany(timeout_ms=200)
-            records.extend(r for batch in batches.values() for r in batch)
-            if len(records) >= expected:
-                break
-        assert len(records) == expected
-        return records
-    finally:
-        await consumer.stop()
