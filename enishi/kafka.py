@@ -12,10 +12,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 
 from enishi.config import CommonSettings
+from enishi.errors import dependency_error
+from enishi.metrics import CONSUMER_RETRIES
 
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 log = structlog.get_logger(__name__)
+
+RETRY_FIRST_DELAY_S = 0.2
+RETRY_MAX_DELAY_S = 10.0
 
 
 def producer(settings: CommonSettings, *, linger_ms: int = 5) -> AIOKafkaProducer:
@@ -77,6 +82,11 @@ async def consume_batches(
     A stop signal that arrives mid-batch lets the batch in hand finish and commit before the
     cancellation goes on, so a graceful stop redelivers nothing; a SIGKILL redelivers the batch
     and the consumer's dedupe absorbs it. The consumer must be started.
+
+    A batch that fails because Redis, Kafka or Temporal cannot be reached (`dependency_error`)
+    is processed again after a backoff (0.2 s doubling to 10 s), as often as it takes: the
+    process stays up through a dependency's restart instead of exiting, and the retry is a
+    redelivery the consumer's dedupe already absorbs. Any other error ends the loop.
     """
     while True:
         batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
@@ -103,7 +113,7 @@ async def _process_and_commit(
     offsets: dict[TopicPartition, int],
     name: str,
 ) -> None:
-    outcome = await process(records)
+    outcome = await _process_until_reachable(process, records, name)
     try:
         await consumer.commit(offsets)
     except CommitFailedError:
@@ -112,3 +122,27 @@ async def _process_and_commit(
         log.warning(f"{name}.commit_failed", partitions=len(offsets))
         return
     log.debug(f"{name}.batch_committed", **dict(getattr(outcome, "__dict__", {})))
+
+
+async def _process_until_reachable(
+    process: Callable[[list[Any]], Awaitable[object]], records: list[Any], name: str
+) -> object:
+    delay = RETRY_FIRST_DELAY_S
+    attempt = 1
+    while True:
+        try:
+            return await process(records)
+        except Exception as exc:
+            if dependency_error(exc) is None:
+                raise
+            CONSUMER_RETRIES.labels(name).inc()
+            log.warning(
+                f"{name}.batch_retry",
+                attempt=attempt,
+                retry_in_s=round(delay, 2),
+                error=type(exc).__name__,
+                records=len(records),
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_DELAY_S)
+        attempt += 1

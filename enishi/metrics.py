@@ -60,6 +60,14 @@ STREAM_BATCH_SECONDS: Final = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+CONSUMER_RETRIES: Final = Counter(
+    "enishi_consumer_batch_retries",
+    "Batches a Kafka consumer processes again because Redis, Kafka or Temporal could not be "
+    "reached (the loop backs off and retries the batch instead of exiting), by consumer.",
+    ("consumer",),
+)
+"""Exported as `enishi_consumer_batch_retries_total`."""
+
 TEMPORAL_CALLS: Final = Counter(
     "enishi_temporal_calls",
     "Calls the stream processor made to Temporal, by kind (signal_with_start, signal). "

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from enishi.kafka import consume_batches
 
@@ -76,3 +78,39 @@ async def test_offsets_are_committed_only_after_the_batch_is_processed() -> None
         await loop
     assert seen_commits == [0]
     assert consumer.committed == [{TP: 9}]
+
+
+async def test_a_batch_that_cannot_reach_redis_is_retried_not_fatal() -> None:
+    consumer = FakeConsumer()
+    attempts: list[list[int]] = []
+
+    async def process(records: list[Any]) -> None:
+        attempts.append([r.offset for r in records])
+        if len(attempts) < 3:
+            raise RedisConnectionError("Connection refused")
+
+    loop = asyncio.create_task(
+        consume_batches(consumer, process, batch_max=10, batch_wait_ms=1, name="retry_test")
+    )
+    while not consumer.committed:
+        await asyncio.sleep(0.01)
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    assert attempts == [[7, 8]] * 3
+    assert consumer.committed == [{TP: 9}]
+    assert (
+        REGISTRY.get_sample_value("enishi_consumer_batch_retries_total", {"consumer": "retry_test"})
+        == 2.0
+    )
+
+
+async def test_a_batch_that_fails_for_another_reason_ends_the_loop_uncommitted() -> None:
+    consumer = FakeConsumer()
+
+    async def process(records: list[Any]) -> None:
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await consume_batches(consumer, process, batch_max=10, batch_wait_ms=1, name="test")
+    assert consumer.committed == []
