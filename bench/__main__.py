@@ -151,8 +151,8 @@ def _figures(only: set[str]) -> dict[str, Figure]:
         add(Figure("history_per_step", "history events per journey step, mean", "events"))
         add(Figure("history_per_step_max", "history events per journey step, max", "events"))
     if "stream" in only:
-        add(Figure("customer_bytes", "Redis bytes per customer, mean", "bytes"))
-        add(Figure("customer_bytes_p99", "Redis bytes per customer, p99", "bytes"))
+        for key, label in (("customer_bytes", "mean"), ("customer_bytes_p99", "p99")):
+            add(Figure(key, f"Redis bytes per customer, {label}", "bytes", lower_is_better=True))
     if "ingest" in only:
         add(Figure("ingest_rss", "peak RSS, ingest process", "MiB"))
     if "stream" in only:
@@ -189,6 +189,7 @@ async def _run(
                     )
                 if ingest is not None:
                     _sample(figures["ingest_rss"], proc.peak_rss_mb(ingest.pid))
+                    figures["ingest_rss"].note = "its own process, over the whole run"
         finally:
             await redis.aclose()
     return figures
@@ -224,11 +225,15 @@ async def _one_run(
         grouped = bench_stream.touchpoints(events, events // 10, group=10)
         figures["writer_grouped"].samples.append(await bench_stream.writer(redis, grouped))
         batch = bench_stream.touchpoints(events, customers)
+        before = proc.rss_mb()
         proc.reset_peak_rss()
         figures["processor"].samples.append(
             await bench_stream.processor(stack.kafka, redis, batch, parts)
         )
-        _sample(figures["stream_rss"], proc.peak_rss_mb())
+        peak = proc.peak_rss_mb()
+        _sample(figures["stream_rss"], peak)
+        if peak is not None and before is not None:
+            figures["stream_rss"].note = _growth(before, peak)
         sample = sorted({tp.customer_id for tp in batch})[:CUSTOMER_SAMPLE]
         memory = await bench_stream.customer_bytes(redis, sample)
         figures["customer_bytes"].samples.append(memory.mean)
@@ -239,6 +244,10 @@ async def _one_run(
             "how": "MEMORY USAGE ... SAMPLES 0 of every key family of a sample of the stream "
             "processor's customers (each with events_per_customer events)",
         }
+
+
+def _growth(before: float, peak: float) -> str:
+    return f"in-process: {peak - before:,.0f} MiB above the RSS before the phase"
 
 
 def _sample(figure: Figure, value: float | None) -> None:
@@ -288,8 +297,22 @@ def _journeys(
         f"{history['workflows']} runs of {bench_journeys.STEPS}, "
         f"{number(history['steps_mean'])} steps, {number(history['events_mean'])} events each"
     )
-    figures["history_per_step_max"].samples.append(history["events_per_step_max"])
+    # The max over every run read, the short journey's too (fewer steps share the start).
+    worst = max(
+        (h["events_per_step_max"], name)
+        for name, h in (
+            (bench_journeys.STEPS, history),
+            (bench_journeys.THANKS, results.history_thanks),
+        )
+        if h
+    )
+    figures["history_per_step_max"].samples.append(worst[0])
+    figures["history_per_step_max"].note = f"a {worst[1]} run"
     _sample(figures["runtime_rss"], results.runtime_peak_rss_mb)
+    if results.runtime_peak_rss_mb is not None and results.runtime_rss_before_mb is not None:
+        figures["runtime_rss"].note = _growth(
+            results.runtime_rss_before_mb, results.runtime_peak_rss_mb
+        )
     details["journeys"] = asdict(results)
 
 
@@ -307,13 +330,25 @@ def _details_text(details: dict[str, Any]) -> str:
             f"with {number(memory['events_per_customer'])} events each):\n\n"
             + markdown(("key family", "bytes"), rows)
         )
-    history = details.get("journeys", {}).get("history")
-    if history:
-        rows = [(t, number(n)) for t, n in history["event_types_per_run"].items()]
+    journeys = details.get("journeys", {})
+    sources = ((bench_journeys.STEPS, "history"), (bench_journeys.THANKS, "history_thanks"))
+    runs = {name: journeys[key] for name, key in sources if journeys.get(key)}
+    if runs:
+        types = list(dict.fromkeys(t for run in runs.values() for t in run["event_types_per_run"]))
+        header = ("history event type, per run", *runs)
+        history_rows: list[tuple[str, ...]] = [
+            (t, *(number(run["event_types_per_run"].get(t, 0)) for run in runs.values()))
+            for t in types
+        ]
+        history_rows.append(("all events", *(number(run["events_mean"]) for run in runs.values())))
+        history_rows.append(("steps taken", *(number(run["steps_mean"]) for run in runs.values())))
+        history_rows.append(
+            ("events per step", *(number(run["events_per_step_mean"]) for run in runs.values()))
+        )
+        counts = ", ".join(f"{name}: {run['workflows']}" for name, run in runs.items())
         parts.append(
-            f"History events of one `{bench_journeys.STEPS}` run by type "
-            f"(mean of {history['workflows']} runs, {number(history['steps_mean'])} steps):\n\n"
-            + markdown(("event type", "per run"), rows)
+            f"History events of a journey run by type (mean over runs; {counts}):\n\n"
+            + markdown(header, history_rows)
         )
     return "\n\n".join(parts)
 

@@ -154,7 +154,7 @@ class Sizes:
 
     raw_starts: int = 600
     enrollments: int = 600  # more than BATCH: the batch boundary's cost is in the figure
-    runs: int = 2
+    runs: int = 3
     mix_events: int = 10_000
     mix_customers: int = 1_000
     latency_seconds: float = 10.0
@@ -193,8 +193,13 @@ class Results:
     latency_at_worker_pace: dict[str, Any] = field(default_factory=dict)
     """At half of the dispatches/s the worker kept up under the first load."""
     history: dict[str, Any] = field(default_factory=dict)
+    """`bench-steps` run to its end (the history figures)."""
+    history_thanks: dict[str, Any] = field(default_factory=dict)
+    """A sample of the first latency load's `bench-thanks` runs (send, exit)."""
     runtime_peak_rss_mb: float | None = None
     """The benchmark process's peak RSS during latency and histories (processor + worker)."""
+    runtime_rss_before_mb: float | None = None
+    """Its RSS just before that phase."""
 
 
 # --- the stack -------------------------------------------------------------------------------
@@ -525,8 +530,17 @@ class Runtime:
     """The stream processor and the journey worker running in this process, one task queue."""
 
     stack: Stack
+    queue: str
     producer: AIOKafkaProducer
     running: Running
+
+    async def settle(self, timeout: float) -> None:
+        """Wait until no run on this task queue is running: the worker is idle again."""
+        query = f"TaskQueue = '{self.queue}' AND ExecutionStatus = 'Running'"
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while (await self.stack.temporal.count_workflows(query)).count:
+                    await asyncio.sleep(0.5)
 
 
 @contextlib.asynccontextmanager
@@ -547,7 +561,7 @@ async def journey_runtime(stack: Stack) -> AsyncIterator[Runtime]:
             stack.temporal, activities(stack.redis, producer, settings), settings, task_queue=queue
         )
         async with worker, processor(stack, topics.TOUCHPOINTS, queue) as running:
-            yield Runtime(stack, producer, running)
+            yield Runtime(stack, queue, producer, running)
     finally:
         await producer.stop()
 
@@ -578,9 +592,12 @@ class Latency:
     time it had waited then, so with `dispatched < sent` these are lower bounds."""
 
 
-async def latency(runtime: Runtime, rate: float, seconds: float, drain: float) -> Latency:
-    """`bench-thanks` triggers at `rate`/s for `seconds`, each timed from its produce to its
-    `DispatchEvent`; then up to `drain` seconds for the stragglers."""
+async def latency(
+    runtime: Runtime, rate: float, seconds: float, drain: float, prefix: str
+) -> Latency:
+    """`bench-thanks` triggers at `rate`/s for `seconds` for customers `<prefix>-<n>`, each
+    timed from its produce to its `DispatchEvent`; then up to `drain` seconds for the
+    stragglers."""
     stack = runtime.stack
     dispatches = AIOKafkaConsumer(bootstrap_servers=stack.kafka, enable_auto_commit=False)
     produced: dict[str, float] = {}
@@ -611,7 +628,6 @@ async def latency(runtime: Runtime, rate: float, seconds: float, drain: float) -
                             last = now
 
         reader = asyncio.create_task(read())
-        run = uuid.uuid4().hex[:8]
         count = max(1, int(rate * seconds))
         started = time.perf_counter()
         for i in range(count):
@@ -620,7 +636,7 @@ async def latency(runtime: Runtime, rate: float, seconds: float, drain: float) -
             if delay > 0:
                 await asyncio.sleep(delay)
             sent_at = time.perf_counter()
-            produced[await _enter(runtime, f"lat-{run}-{i}", TRIGGER)] = sent_at
+            produced[await _enter(runtime, f"{prefix}-{i}", TRIGGER)] = sent_at
         await runtime.producer.flush()
         with contextlib.suppress(TimeoutError):
             await _until(lambda: len(latencies) >= count, drain, runtime.running.task)
@@ -651,7 +667,12 @@ async def histories(runtime: Runtime, count: int, timeout: float) -> dict[str, A
     client = runtime.stack.temporal
     handles = [client.get_workflow_handle(contract.workflow_id(STEPS, c)) for c in customers]
     async with asyncio.timeout(timeout):
-        outcomes = await asyncio.gather(*(_result(h) for h in handles))
+        return await history_figures(handles)
+
+
+async def history_figures(handles: Sequence[WorkflowHandle[Any, Any]]) -> dict[str, Any]:
+    """Each run's history length over the steps it took, once it ended; and the event types."""
+    outcomes = await asyncio.gather(*(_result(h) for h in handles))
     per_step: list[float] = []
     lengths: list[int] = []
     steps_taken: list[int] = []
@@ -664,13 +685,13 @@ async def histories(runtime: Runtime, count: int, timeout: float) -> dict[str, A
         steps_taken.append(steps)
         per_step.append(len(events) / max(steps, 1))
     return {
-        "workflows": count,
+        "workflows": len(handles),
         "outcomes": dict(Counter(str(o.get("status")) for o in outcomes)),
         "steps_mean": statistics.fmean(steps_taken),
         "events_mean": statistics.fmean(lengths),
         "events_per_step_mean": statistics.fmean(per_step),
         "events_per_step_max": max(per_step),
-        "event_types_per_run": {t: round(n / count, 2) for t, n in types.most_common()},
+        "event_types_per_run": {t: round(n / len(handles), 2) for t, n in types.most_common()},
     }
 
 
@@ -715,14 +736,19 @@ async def measure(
         await register_journeys(stack)
         # Warm up the server's start path (namespace caches, SQLite pages) before timing.
         await raw_signal_with_start(stack, WARM_UP)
-        # Raw and project interleaved, best of `runs` each: the box is shared, and a busy
-        # moment then hurts both alike.
+        # Raw and project interleaved, best of `runs` each, which goes first alternating: the
+        # box is shared, and a busy moment (or a load that grows) then hurts both alike.
         for run in range(sizes.runs):
-            log(f"run {run + 1}/{sizes.runs}: raw signal-with-start ...")
-            raw, raw_cpu = await raw_signal_with_start(stack, sizes.raw_starts)
-            log(f"run {run + 1}/{sizes.runs}: enrollments through the trigger path ...")
             profiler = cProfile.Profile() if profile is not None and run == 0 else None
-            enrolled, enrolled_cpu = await enrollments(stack, sizes.enrollments, profiler)
+            enrolled = raw = 0.0
+            enrolled_cpu: dict[str, float] = {}
+            raw_cpu: dict[str, float] = {}
+            for which in ("raw", "enrollments") if run % 2 == 0 else ("enrollments", "raw"):
+                log(f"run {run + 1}/{sizes.runs}: {which} ...")
+                if which == "raw":
+                    raw, raw_cpu = await raw_signal_with_start(stack, sizes.raw_starts)
+                else:
+                    enrolled, enrolled_cpu = await enrollments(stack, sizes.enrollments, profiler)
             if profiler is not None and profile is not None:
                 _dump(profiler, profile)
             results.raw_samples.append(round(raw, 1))
@@ -732,6 +758,7 @@ async def measure(
         log("Temporal calls for a mix of events ...")
         results.mix = await event_mix(stack, sizes.mix_events, sizes.mix_customers)
         rate = sizes.latency_rate or max(results.enrollment_samples) / 2
+        results.runtime_rss_before_mb = proc.rss_mb()
         proc.reset_peak_rss()
         async with journey_runtime(stack) as runtime:
             # Histories first, on an idle worker: under a backlog a 2 s wait can pass during
@@ -740,11 +767,22 @@ async def measure(
             results.history = await histories(runtime, sizes.histories, timeout=120)
             seconds, drain = sizes.latency_seconds, sizes.drain_seconds
             log(f"trigger → dispatch at {rate:.1f}/s (half of the enrollment peak) ...")
-            first = await latency(runtime, rate, seconds, drain)
+            prefix = f"lat-{uuid.uuid4().hex[:8]}"
+            first = await latency(runtime, rate, seconds, drain, prefix)
             results.latency = asdict(first)
+            # A dispatch is not the end of a run: let the worker finish the first load's
+            # runs before the second load, and read the histories of some of them.
+            await runtime.settle(drain)
+            thanks = [
+                stack.temporal.get_workflow_handle(contract.workflow_id(THANKS, f"{prefix}-{i}"))
+                for i in range(min(first.sent, sizes.histories))
+            ]
+            async with asyncio.timeout(120):
+                results.history_thanks = await history_figures(thanks)
             pace = first.pace_per_s / 2
             log(f"trigger → dispatch at {pace:.1f}/s (half of the worker's pace) ...")
-            results.latency_at_worker_pace = asdict(await latency(runtime, pace, seconds, drain))
+            second = await latency(runtime, pace, seconds, drain, f"lat-{uuid.uuid4().hex[:8]}")
+            results.latency_at_worker_pace = asdict(second)
         results.runtime_peak_rss_mb = proc.peak_rss_mb()
     return results
 

@@ -14,16 +14,26 @@ from collections.abc import Mapping
 from pathlib import Path
 
 _HWM = re.compile(r"^VmHWM:\s+(\d+) kB$", re.MULTILINE)
+_RSS = re.compile(r"^VmRSS:\s+(\d+) kB$", re.MULTILINE)
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def peak_rss_mb(pid: int | str = "self") -> float | None:
     """Peak RSS of `pid` (this process by default) in MiB, or None when /proc cannot say."""
+    return _status_mb(pid, _HWM)
+
+
+def rss_mb(pid: int | str = "self") -> float | None:
+    """RSS of `pid` now, in MiB, or None when /proc cannot say."""
+    return _status_mb(pid, _RSS)
+
+
+def _status_mb(pid: int | str, field: re.Pattern[str]) -> float | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    found = _HWM.search(status)
+    found = field.search(status)
     return int(found.group(1)) / 1024 if found else None
 
 
