@@ -7,9 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 from temporalio.testing import WorkflowEnvironment
 
+from enishi import kafka
+from enishi.config import CommonSettings
 from enishi.temporal import register_search_attributes
+from tests.conftest import LocalServers
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -23,3 +28,20 @@ async def env(time_skipping: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvir
 def task_queue() -> str:
     """A task queue of the test's own, so workflows of different tests never meet."""
     return str(uuid.uuid4())
+
+
+@pytest_asyncio.fixture
+async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
+    """A client of the suite's Valkey."""
+    client = Redis.from_url(servers.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def producer(servers: LocalServers) -> AsyncIterator[AIOKafkaProducer]:
+    """A started producer on the suite's Kafka, configured as the services configure theirs."""
+    started = kafka.producer(CommonSettings(kafka_bootstrap=servers.kafka_bootstrap))
+    await started.start()
+    yield started
+    await started.stop()

@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from enishi import dead_letters, kafka, topics
+from enishi import dead_letters, topics
 from enishi.channels import line
 from enishi.channels.consumer import ChannelProcessor
 from enishi.channels.email import SmtpSender
@@ -45,21 +45,6 @@ from tests.integration.channels_support import (
 async def sandbox(servers: LocalServers) -> AsyncIterator[Sandbox]:
     async with running_sandbox(servers) as running:
         yield running
-
-
-@pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def producer(servers: LocalServers) -> AsyncIterator[AIOKafkaProducer]:
-    started = kafka.producer(EmailSettings(kafka_bootstrap=servers.kafka_bootstrap))
-    await started.start()
-    yield started
-    await started.stop()
 
 
 def email_settings(servers: LocalServers, sandbox: Sandbox, topic: str) -> EmailSettings:

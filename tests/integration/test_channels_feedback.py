@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 from temporalio.testing import ActivityEnvironment
 
-from enishi import kafka, topics
+from enishi import topics
 from enishi.channels.consumer import ChannelProcessor
 from enishi.channels.email import SmtpSender
 from enishi.channels.protocol import ChannelSender
@@ -24,7 +24,6 @@ from enishi.channels.push import FcmSender
 from enishi.channels.sms import HttpSmsSender
 from enishi.channels.unsubscribe import Unsubscribe, UnsubscribeTokens
 from enishi.config import (
-    CommonSettings,
     EmailSettings,
     PushSettings,
     SendingPolicySettings,
@@ -66,21 +65,6 @@ SEEDED_AT = datetime(2025, 3, 1, tzinfo=UTC)
 async def sandbox(servers: LocalServers) -> AsyncIterator[Sandbox]:
     async with running_sandbox(servers) as running:
         yield running
-
-
-@pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def producer(servers: LocalServers) -> AsyncIterator[AIOKafkaProducer]:
-    started = kafka.producer(CommonSettings(kafka_bootstrap=servers.kafka_bootstrap))
-    await started.start()
-    yield started
-    await started.stop()
 
 
 @pytest_asyncio.fixture

@@ -147,13 +147,6 @@ async def produce_in_order(
         await producer.stop()
 
 
-@pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
-
-
 # -- touchpoints: the stream processor -----------------------------------------------------
 
 

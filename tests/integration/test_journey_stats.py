@@ -168,13 +168,6 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
-
-
 # --- through the stream processor --------------------------------------------------------------
 
 

@@ -7,10 +7,8 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 from temporalio.client import Client
@@ -39,15 +37,6 @@ SOURCE = journey_source(
     goal={"event": "order.completed"},
     exit=[{"event": "account.deleted"}],
 )
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_a_holdout_enrollment_keeps_redis_and_the_timeline_right(

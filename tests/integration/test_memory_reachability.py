@@ -3,10 +3,8 @@ the customer gives a new one; the same address again changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from enishi.channels import feedback
@@ -15,18 +13,10 @@ from enishi.memory.apply import plan
 from enishi.memory.reader import MemoryReader
 from enishi.memory.writer import MemoryWriter
 from enishi.v1 import channel_pb2, touchpoint_pb2
-from tests.conftest import LocalServers
 from tests.integration.stream_support import event, unique
 
 Kind = touchpoint_pb2.TouchpointKind
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
 
 
 def _identify(

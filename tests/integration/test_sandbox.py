@@ -4,15 +4,13 @@ events (LINE webhook, email opens) come back into enishi as touchpoints."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
-from enishi import identity, kafka, keys, topics
+from enishi import identity, keys, topics
 from enishi.channels.consumer import ChannelProcessor
 from enishi.channels.email import SmtpSender
 from enishi.channels.line import LinePushSender
@@ -32,21 +30,6 @@ from tests.integration.channels_support import (
     receipts,
     running_sandbox,
 )
-
-
-@pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def producer(servers: LocalServers) -> AsyncIterator[AIOKafkaProducer]:
-    started = kafka.producer(EmailSettings(kafka_bootstrap=servers.kafka_bootstrap))
-    await started.start()
-    yield started
-    await started.stop()
 
 
 async def _cli(*args: str) -> str:

@@ -36,13 +36,6 @@ LINE_ID = "U" + "5" * 32
 
 
 @pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
 async def producer(servers: LocalServers) -> AsyncIterator[AIOKafkaProducer]:
     client = kafka.producer(CommonSettings(kafka_bootstrap=servers.kafka_bootstrap))
     await client.start()

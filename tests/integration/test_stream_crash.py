@@ -6,10 +6,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from enishi import kafka, keys
@@ -23,13 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 CUSTOMERS = 10
 EVENTS_PER_CUSTOMER = 600
 TIMELINE_MAX = 50
-
-
-@pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _start(servers: LocalServers, topic: str, group: str) -> asyncio.subprocess.Process:

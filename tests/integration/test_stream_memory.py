@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from enishi.memory import model
@@ -15,18 +13,10 @@ from enishi.memory.apply import plan
 from enishi.memory.reader import MemoryReader
 from enishi.memory.writer import MemoryWriter
 from enishi.v1 import channel_pb2, consent_pb2, customer_pb2, dispatch_pb2, touchpoint_pb2
-from tests.conftest import LocalServers
 from tests.integration.stream_support import event, unique
 
 Kind = touchpoint_pb2.TouchpointKind
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
 
 
 def _history(customer: str) -> list[touchpoint_pb2.Touchpoint]:

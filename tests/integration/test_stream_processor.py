@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from enishi.memory.reader import MemoryReader
@@ -22,13 +20,6 @@ from tests.integration.stream_support import (
 )
 
 Kind = touchpoint_pb2.TouchpointKind
-
-
-@pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _view(redis: Redis, customer_id: str) -> customer_pb2.Customer:

@@ -45,13 +45,6 @@ from workflows import contract
 
 
 @pytest_asyncio.fixture
-async def redis(servers: LocalServers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
 async def temporal(servers: LocalServers) -> Client:
     return await Client.connect(servers.temporal_address)
 
