@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from enishi import kafka, keys
+from enishi.auth import Role
 from enishi.cli.main import app
 from enishi.config import CommonSettings
 from enishi.memory.writer import MemoryWriter
@@ -26,6 +27,7 @@ from enishi.v1 import journey_registry_pb2 as pb
 from services.stream.app import StreamProcessor, consume, consumer_for
 from services.stream.hooks import AppliedBatch, BatchHook, Hooks
 from services.stream.journey_stats import JourneyStatsHook
+from tests import auth_support
 from tests.conftest import LocalServers
 from tests.integration.stream_support import eventually, new_topic, produce, unique
 from tests.integration.test_registry import Registry, new_id, running_registry
@@ -190,7 +192,8 @@ async def processing(
     servers: LocalServers, redis: Redis, topic: str, group: str, hook: BatchHook
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, asyncio.Task[None]]]:
     """The stream processor in this process, consuming `topic` as consumer group `group`."""
-    consumer = consumer_for(servers.kafka_bootstrap, topic, group, batch_max=500)
+    settings = CommonSettings(kafka_bootstrap=servers.kafka_bootstrap)
+    consumer = consumer_for(settings, topic, group, batch_max=500)
     producer = kafka.producer(CommonSettings(kafka_bootstrap=servers.kafka_bootstrap))
     await producer.start()
     await consumer.start()
@@ -380,7 +383,11 @@ async def test_get_journey_stats_names_the_bad_field(
 
 async def enishi(registry: Registry, *args: str) -> tuple[int, str, list[str]]:
     """Exit code, output, and the output's lines with table borders and padding removed."""
-    env = {"ENISHI_REGISTRY_TARGET": registry.target, "COLUMNS": "200"}
+    env = {
+        "ENISHI_REGISTRY_TARGET": registry.target,
+        "ENISHI_API_KEY": auth_support.ROLE_KEYS[Role.READER].secret,
+        "COLUMNS": "200",
+    }
     result = await asyncio.to_thread(lambda: runner.invoke(app, ["journey", *args], env=env))
     lines = [" ".join(line.replace("│", " ").split()) for line in result.output.splitlines()]
     return result.exit_code, result.output, lines
