@@ -330,8 +330,9 @@ async def _produce(
 async def _new_topic(stack: Stack, events: Sequence[touchpoint_pb2.Touchpoint]) -> str:
     """A fresh topic holding `events` (each phase reads its own)."""
     topic = f"bench-touchpoints-{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(stack.kafka, [topic, topics.dlq(topic)], partitions=stack.partitions)
-    producer = kafka.producer(CommonSettings(kafka_bootstrap=stack.kafka))
+    settings = CommonSettings(kafka_bootstrap=stack.kafka)
+    await kafka.ensure_topics(settings, [topic, topics.dlq(topic)], partitions=stack.partitions)
+    producer = kafka.producer(settings)
     await producer.start()
     try:
         await _produce(producer, topic, events)
@@ -729,7 +730,7 @@ async def measure(
     results = Results()
     async with local_stack(partitions) as stack:
         await kafka.ensure_topics(
-            stack.kafka,
+            CommonSettings(kafka_bootstrap=stack.kafka),
             [topics.TOUCHPOINTS, topics.dlq(topics.TOUCHPOINTS), topics.dispatch("line")],
             partitions=partitions,
         )

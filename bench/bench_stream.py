@@ -128,8 +128,9 @@ async def processor(
 ) -> float:
     """Events/s through the whole consume loop, from the first poll to the last applied."""
     topic = f"bench-touchpoints-{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(bootstrap, [topic, topics.dlq(topic)], partitions=partitions)
-    producer = kafka.producer(CommonSettings(kafka_bootstrap=bootstrap))
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    await kafka.ensure_topics(settings, [topic, topics.dlq(topic)], partitions=partitions)
+    producer = kafka.producer(settings)
     await producer.start()
     try:
         deliveries = [

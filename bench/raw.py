@@ -31,8 +31,9 @@ async def produce(bootstrap: str, count: int, partitions: int, *, batches: bool 
     what enishi's publisher does: the ceiling of that technique.
     """
     topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(bootstrap, [topic], partitions=partitions)
-    producer = kafka.producer(CommonSettings(kafka_bootstrap=bootstrap), linger_ms=LINGER_MS)
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    await kafka.ensure_topics(settings, [topic], partitions=partitions)
+    producer = kafka.producer(settings, linger_ms=LINGER_MS)
     await producer.start()
     try:
         value = os.urandom(VALUE_BYTES)
@@ -61,8 +62,9 @@ async def produce(bootstrap: str, count: int, partitions: int, *, batches: bool 
 async def consume(bootstrap: str, count: int, partitions: int) -> float:
     """Messages/s of an aiokafka consumer reading `count` 200-byte records already there."""
     topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(bootstrap, [topic], partitions=partitions)
-    producer = kafka.producer(CommonSettings(kafka_bootstrap=bootstrap), linger_ms=LINGER_MS)
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    await kafka.ensure_topics(settings, [topic], partitions=partitions)
+    producer = kafka.producer(settings, linger_ms=LINGER_MS)
     await producer.start()
     try:
         value = os.urandom(VALUE_BYTES)

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from enishi import kafka, topics
 from enishi.auth import ApiKey, Role
-from enishi.config import DevStackSettings, GrpcClientSettings
+from enishi.config import CommonSettings, DevStackSettings, GrpcClientSettings
 from enishi.devstack.parts import kafka_bootstrap, redis_url, server_parts
 from enishi.devstack.ports import free_port
 
@@ -87,7 +87,11 @@ async def servers(
                         raise RuntimeError(f"bench: {part.name} did not start (see {state})")
                     await asyncio.sleep(0.2)
             bootstrap = kafka_bootstrap(settings)
-            await kafka.ensure_topics(bootstrap, [topics.TOUCHPOINTS], partitions=partitions)
+            await kafka.ensure_topics(
+                CommonSettings(kafka_bootstrap=bootstrap),
+                [topics.TOUCHPOINTS],
+                partitions=partitions,
+            )
             yield Servers(bootstrap, redis_url(settings), partitions)
         finally:
             for proc in procs:

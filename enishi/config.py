@@ -35,9 +35,43 @@ class CommonSettings(BaseSettings):
         False,
         description="Idempotent producers. Turn on for Apache Kafka; Tansu (dev) lacks them.",
     )
+    # Kafka TLS and SASL (enishi/kafka.py `client_options`, docs/security.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"] = Field(
+        "PLAINTEXT", description="`PLAINTEXT`, `SSL`, `SASL_SSL` or `SASL_PLAINTEXT`."
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for the brokers; unset: the system's CAs."
+    )
+    kafka_ssl_client_cert_file: Path | None = Field(
+        None, description="PEM client certificate chain, for mutual TLS with the brokers."
+    )
+    kafka_ssl_client_key_file: Path | None = Field(
+        None, description="PEM private key of the Kafka client certificate."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user (the SASL_* protocols).")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password.")
     redis_url: str = Field("redis://localhost:6379/0", description="Customer memory (Redis).")
     temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port.")
     temporal_namespace: str = Field("default", description="Temporal namespace.")
+    # Temporal TLS and API key (enishi/temporal.py `connect`, docs/security.md).
+    temporal_tls: bool = Field(
+        False, description="Talk TLS to Temporal (implied by a CA file, client cert or API key)."
+    )
+    temporal_tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for Temporal; unset: the system's CAs."
+    )
+    temporal_tls_client_cert_file: Path | None = Field(
+        None, description="PEM client certificate chain, for mutual TLS (Temporal Cloud)."
+    )
+    temporal_tls_client_key_file: Path | None = Field(
+        None, description="PEM private key of the Temporal client certificate."
+    )
+    temporal_api_key: SecretStr = Field(
+        SecretStr(""), description="Temporal Cloud API key, sent as a bearer token over TLS."
+    )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: LogFormat = Field("json", description="`json` (one object a line) or `console`.")
     metrics_port: int = Field(

@@ -1,18 +1,30 @@
-"""Kafka clients configured the one way enishi uses them, and topic creation."""
+"""Kafka clients configured the one way enishi uses them, and topic creation.
+
+Every producer, consumer and admin client enishi creates passes `**client_options(settings)`:
+the security protocol, TLS context and SASL credentials of `ENISHI_KAFKA_*`
+(docs/security.md). The local stack's probes and the demo's reader, which only ever talk to
+the local Tansu, stay plaintext.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr
 
-from enishi.config import CommonSettings
-from enishi.errors import dependency_error
+from enishi import tls
+from enishi.config import CommonSettings, env_var
+from enishi.errors import ConfigurationError, dependency_error
 from enishi.metrics import CONSUMER_RETRIES
 
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
@@ -21,6 +33,74 @@ log = structlog.get_logger(__name__)
 
 RETRY_FIRST_DELAY_S = 0.2
 RETRY_MAX_DELAY_S = 10.0
+
+_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_PROTOCOLS = ("SASL_SSL", "SASL_PLAINTEXT")
+_TLS_FIELDS = ("kafka_ssl_ca_file", "kafka_ssl_client_cert_file", "kafka_ssl_client_key_file")
+
+
+def client_options(settings: CommonSettings) -> dict[str, Any]:
+    """aiokafka's security keyword arguments for `settings`, for every kind of client.
+
+    Checked before any connection: a TLS file that cannot be used, SASL without a user or
+    password, or TLS/SASL settings the chosen protocol would silently ignore raise
+    `ConfigurationError` naming the variable (the process exits 2 with that line). The
+    `ssl.SSLContext` is built once per set of files and shared by every client.
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in _TLS_PROTOCOLS:
+        tls.read_ca(settings, "kafka_ssl_ca_file")
+        tls.read_pair(settings, "kafka_ssl_client_cert_file", "kafka_ssl_client_key_file")
+        options["ssl_context"] = _ssl_context(
+            settings.kafka_ssl_ca_file,
+            settings.kafka_ssl_client_cert_file,
+            settings.kafka_ssl_client_key_file,
+        )
+    else:
+        _refuse_unused(settings, _TLS_FIELDS, "SSL or SASL_SSL")
+    if protocol in _SASL_PROTOCOLS:
+        for field in ("kafka_sasl_username", "kafka_sasl_password"):
+            if not _is_set(settings, field):
+                raise ConfigurationError(
+                    env_var(settings, field),
+                    f"{env_var(settings, field)}: required with "
+                    f"{env_var(settings, 'kafka_security_protocol')}={protocol}",
+                )
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    else:
+        _refuse_unused(
+            settings, ("kafka_sasl_username", "kafka_sasl_password"), "SASL_SSL or SASL_PLAINTEXT"
+        )
+    return options
+
+
+def _is_set(settings: CommonSettings, field: str) -> bool:
+    value = getattr(settings, field)
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return bool(value)
+
+
+def _refuse_unused(settings: CommonSettings, fields: Iterable[str], protocols: str) -> None:
+    for field in fields:
+        if _is_set(settings, field):
+            protocol = env_var(settings, "kafka_security_protocol")
+            raise ConfigurationError(
+                protocol,
+                f"{env_var(settings, field)} is set but {protocol} is "
+                f"{settings.kafka_security_protocol}, which would not use it: "
+                f"set {protocol} to {protocols}",
+            )
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    # Without a CA file the context trusts the system's CAs; it checks the brokers' host names.
+    context: ssl.SSLContext = create_ssl_context(cafile=ca, certfile=cert, keyfile=key)
+    return context
 
 
 def producer(settings: CommonSettings, *, linger_ms: int = 5) -> AIOKafkaProducer:
@@ -35,14 +115,17 @@ def producer(settings: CommonSettings, *, linger_ms: int = 5) -> AIOKafkaProduce
         enable_idempotence=settings.kafka_idempotence,
         linger_ms=linger_ms,
         max_batch_size=256 * 1024,
+        **client_options(settings),
     )
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Iterable[str], *, partitions: int, replication: int = 1
+    settings: CommonSettings, topics: Iterable[str], *, partitions: int, replication: int = 1
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names it created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    """Create the topics that do not exist yet on `settings`' Kafka; returns those it created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **client_options(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

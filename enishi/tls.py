@@ -3,7 +3,8 @@
 Off unless configured: a server serves TLS when it has `ENISHI_GRPC_TLS_CERT_FILE` and
 `ENISHI_GRPC_TLS_KEY_FILE` (mutual TLS with `ENISHI_GRPC_TLS_CLIENT_CA_FILE`); a client
 talks TLS with `ENISHI_GRPC_TLS=true` or a CA file. A file that cannot be read stops the
-process with the variable to fix (docs/security.md).
+process with the variable to fix (docs/security.md). `read_ca` and `read_pair` read the PEM
+files of Kafka's and Temporal's TLS settings too (`enishi.kafka`, `enishi.temporal`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def _read(settings: BaseSettings, field: str) -> bytes | None:
     return data
 
 
-def _read_ca(settings: BaseSettings, field: str) -> bytes | None:
+def read_ca(settings: BaseSettings, field: str) -> bytes | None:
+    """The CA bundle `field` names, checked to be usable; None when unset."""
     data = _read(settings, field)
     if data is not None:
         try:
@@ -48,7 +50,10 @@ def _read_ca(settings: BaseSettings, field: str) -> bytes | None:
     return data
 
 
-def _pair(settings: BaseSettings, cert_field: str, key_field: str) -> tuple[bytes, bytes] | None:
+def read_pair(
+    settings: BaseSettings, cert_field: str, key_field: str
+) -> tuple[bytes, bytes] | None:
+    """(key, certificate chain) from two fields set together, checked to fit; None when unset."""
     cert, key = _read(settings, cert_field), _read(settings, key_field)
     if (cert is None) != (key is None):
         missing = key_field if key is None else cert_field
@@ -76,8 +81,8 @@ def _pair(settings: BaseSettings, cert_field: str, key_field: str) -> tuple[byte
 
 def server_credentials(settings: GrpcServiceSettings) -> grpc.ServerCredentials | None:
     """TLS credentials for the server, or None to serve plaintext (the local default)."""
-    pair = _pair(settings, "grpc_tls_cert_file", "grpc_tls_key_file")
-    client_ca = _read_ca(settings, "grpc_tls_client_ca_file")
+    pair = read_pair(settings, "grpc_tls_cert_file", "grpc_tls_key_file")
+    client_ca = read_ca(settings, "grpc_tls_client_ca_file")
     if pair is None:
         if client_ca is not None:
             raise ConfigurationError(
@@ -94,8 +99,8 @@ def server_credentials(settings: GrpcServiceSettings) -> grpc.ServerCredentials 
 
 def channel_credentials(settings: GrpcClientSettings) -> grpc.ChannelCredentials | None:
     """TLS credentials for a client channel, or None for plaintext (the local default)."""
-    ca = _read_ca(settings, "grpc_tls_ca_file")
-    pair = _pair(settings, "grpc_tls_client_cert_file", "grpc_tls_client_key_file")
+    ca = read_ca(settings, "grpc_tls_ca_file")
+    pair = read_pair(settings, "grpc_tls_client_cert_file", "grpc_tls_client_key_file")
     if not (settings.grpc_tls or ca is not None or pair is not None):
         return None
     key, cert = pair if pair is not None else (None, None)

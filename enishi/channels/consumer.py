@@ -479,6 +479,7 @@ def consumer_for(settings: ChannelSettings, channel: str) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         max_poll_records=settings.channel_batch_max,
         max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+        **kafka.client_options(settings),
     )
 
 

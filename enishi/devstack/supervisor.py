@@ -21,7 +21,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from enishi import topics
-from enishi.config import DevStackSettings
+from enishi.config import CommonSettings, DevStackSettings
 from enishi.devstack import api_keys, ports
 from enishi.devstack.parts import Part, all_parts, kafka_bootstrap, temporal_address
 from enishi.kafka import ensure_topics
@@ -179,7 +179,7 @@ class Supervisor:
             temporal = await Client.connect(temporal_address(self.settings))
             await register_search_attributes(temporal)
             created = await ensure_topics(
-                kafka_bootstrap(self.settings),
+                CommonSettings(kafka_bootstrap=kafka_bootstrap(self.settings)),
                 topics.all_topics(),
                 partitions=self.settings.partitions,
             )

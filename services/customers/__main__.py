@@ -12,6 +12,7 @@ from enishi.config import CustomersSettings
 from enishi.grpc_server import GrpcServer
 from enishi.memory.lifecycle import LifecycleRules
 from enishi.process import run
+from enishi.temporal import connect
 from enishi.touchpoints import TouchpointPublisher
 from services.customers.journeys import ActiveJourneys, TemporalStepQuery
 from services.customers.servicer import CustomerServicer, add_to_server
@@ -24,10 +25,9 @@ async def main() -> None:
     await producer.start()
     steps = None
     if settings.customers_journey_query_seconds > 0:
+        # Lazy: the 360 view is served while Temporal is away, only without the steps.
         steps = TemporalStepQuery(
-            settings.temporal_address,
-            settings.temporal_namespace,
-            settings.customers_journey_query_seconds,
+            await connect(settings, lazy=True), settings.customers_journey_query_seconds
         )
     servicer = CustomerServicer(
         redis,

@@ -37,26 +37,14 @@ class StepQuery(Protocol):
 
 
 class TemporalStepQuery:
-    """`current_step` through a Temporal client, connected on first use."""
+    """`current_step` through a Temporal client (lazy: it connects on the first query)."""
 
-    def __init__(self, address: str, namespace: str, timeout_seconds: float) -> None:
-        self._address = address
-        self._namespace = namespace
+    def __init__(self, client: Client, timeout_seconds: float) -> None:
+        self._client = client
         self._timeout = timeout_seconds
-        self._client: Client | None = None
-        self._lock = asyncio.Lock()
-
-    async def _connect(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                self._client = await asyncio.wait_for(
-                    Client.connect(self._address, namespace=self._namespace), self._timeout
-                )
-            return self._client
 
     async def current_step(self, workflow_id: str) -> str:
-        client = await self._connect()
-        handle = client.get_workflow_handle(workflow_id)
+        handle = self._client.get_workflow_handle(workflow_id)
         result = await asyncio.wait_for(
             handle.query(contract.QUERY_CURRENT_STEP, rpc_timeout=timedelta(seconds=self._timeout)),
             self._timeout,

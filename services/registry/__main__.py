@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import grpc
 import redis.asyncio as aioredis
-from temporalio.client import Client
 
 from enishi.config import RegistrySettings
 from enishi.grpc_server import GrpcServer
 from enishi.process import run
+from enishi.temporal import connect
 from services.registry.enrollments import Enrollments
 from services.registry.schedules import JourneySchedules
 from services.registry.servicer import JourneyRegistryServicer, add_to_server
@@ -22,9 +22,7 @@ async def main() -> None:
     redis = aioredis.Redis.from_url(settings.redis_url)
     # Lazy: the registry serves definitions while Temporal is still starting; calls that
     # need Temporal answer UNAVAILABLE until it is reachable.
-    temporal = await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
-    )
+    temporal = await connect(settings, lazy=True)
     store = JourneyStore(redis)
     sweep = timedelta(minutes=settings.journey_condition_sweep_minutes)
     servicer = JourneyRegistryServicer(

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from temporalio.client import Client
 
-from enishi import kafka, tracing
+from enishi import kafka
 from enishi.config import StreamSettings
 from enishi.enrollment.calls import TemporalJourneyCalls
 from enishi.http_endpoint import MetricsEndpoint
 from enishi.memory.model import Retention
 from enishi.memory.writer import MemoryWriter
 from enishi.process import run
+from enishi.temporal import connect
 from services.stream.app import StreamProcessor, consume, consumer_for
 from services.stream.hooks import Hooks
 from services.stream.journey_stats import JourneyStatsHook
@@ -23,7 +23,7 @@ async def main() -> None:
     redis = Redis.from_url(settings.redis_url)
     producer = kafka.producer(settings)
     consumer = consumer_for(
-        settings.kafka_bootstrap,
+        settings,
         settings.stream_topic,
         settings.stream_group_id,
         batch_max=settings.stream_batch_max,
@@ -35,13 +35,9 @@ async def main() -> None:
             await endpoint.start()
         await redis.ping()
         # Lazy: memory keeps flowing while Temporal is away; only a batch with an event a
-        # journey cares about needs it (and is retried until it is back).
-        temporal = await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            lazy=True,
-            interceptors=tracing.temporal_interceptors(),  # the trace goes on into journeys
-        )
+        # journey cares about needs it (and is retried until it is back). With tracing on,
+        # the trace goes on into journeys through the client's interceptor.
+        temporal = await connect(settings, lazy=True)
         await producer.start()
         await consumer.start()
         running = True

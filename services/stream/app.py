@@ -20,8 +20,9 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from enishi import dead_letters, tracing
+from enishi.config import CommonSettings
 from enishi.dead_letters import DeadLetter, SourceRecord
-from enishi.kafka import consume_batches
+from enishi.kafka import client_options, consume_batches
 from enishi.memory import model
 from enishi.memory.apply import InvalidTouchpoint, Plan, plan, validate
 from enishi.memory.writer import MemoryWriter
@@ -157,13 +158,16 @@ async def consume(
     )
 
 
-def consumer_for(bootstrap: str, topic: str, group_id: str, *, batch_max: int) -> AIOKafkaConsumer:
+def consumer_for(
+    settings: CommonSettings, topic: str, group_id: str, *, batch_max: int
+) -> AIOKafkaConsumer:
     """The stream processor's consumer: manual commits, from the earliest offset when new."""
     return AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch_max,
+        **client_options(settings),
     )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from temporalio.client import Client
 
-from enishi import kafka, tracing
+from enishi import kafka
 from enishi.config import WorkerSettings
 from enishi.http_endpoint import MetricsEndpoint
 from enishi.process import run
+from enishi.temporal import connect
 from services.worker.app import activities, build_worker
 
 
@@ -24,14 +24,10 @@ async def main() -> None:
         await redis.ping()
         await producer.start()
         # Not lazy: a worker without Temporal has nothing to do; failing here lets the
-        # orchestrator restart it until Temporal answers.
-        temporal = await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            # On the client, tracing covers the worker built on it: workflows and activities
-            # continue the trace of the call that started or signalled them.
-            interceptors=tracing.temporal_interceptors(),
-        )
+        # orchestrator restart it until Temporal answers. With tracing on, the client's
+        # interceptor covers the worker built on it: workflows and activities continue the
+        # trace of the call that started or signalled them.
+        temporal = await connect(settings)
         worker = build_worker(temporal, activities(redis, producer, settings), settings)
         running = True
         # Cancelling run() (SIGTERM) stops polling and gives running activities

@@ -219,7 +219,7 @@ class Stack:
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(servers: LocalServers) -> AsyncIterator[Stack]:
     await kafka.ensure_topics(
-        servers.kafka_bootstrap,
+        CommonSettings(kafka_bootstrap=servers.kafka_bootstrap),
         [
             topics.TOUCHPOINTS,
             topics.dlq(topics.TOUCHPOINTS),

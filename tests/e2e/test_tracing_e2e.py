@@ -26,7 +26,7 @@ from temporalio.client import Client
 from enishi import kafka, topics, tracing
 from enishi.channels.consumer import ChannelProcessor, consume
 from enishi.channels.line import LinePushSender
-from enishi.config import LineSettings, WorkerSettings
+from enishi.config import CommonSettings, LineSettings, WorkerSettings
 from enishi.v1 import identity_pb2, touchpoint_pb2
 from enishi.v1 import ingest_service_pb2 as ingest_pb
 from enishi.v1 import ingest_service_pb2_grpc as ingest_grpc
@@ -129,7 +129,7 @@ async def test_a_touchpoint_is_one_trace_from_the_ingest_call_to_the_provider_ca
     servers: LocalServers,
 ) -> None:
     await kafka.ensure_topics(
-        servers.kafka_bootstrap,
+        CommonSettings(kafka_bootstrap=servers.kafka_bootstrap),
         [
             topics.TOUCHPOINTS,
             topics.dlq(topics.TOUCHPOINTS),

@@ -119,7 +119,8 @@ def record(topic: str, event: dispatch_pb2.DispatchEvent, offset: int = 0) -> Re
 async def new_dispatch_topic(bootstrap: str, channel: str) -> str:
     """A fresh `dispatch.<channel>`-like topic and its dead-letter topic."""
     topic = unique(f"dispatch-{channel}-test")
-    await kafka.ensure_topics(bootstrap, [topic, topics.dlq(topic)], partitions=2)
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    await kafka.ensure_topics(settings, [topic, topics.dlq(topic)], partitions=2)
     return topic
 
 

@@ -29,7 +29,8 @@ def unique(prefix: str) -> str:
 async def new_topic(bootstrap: str) -> str:
     """A fresh touchpoints-like topic and its dead-letter topic."""
     topic = unique("touchpoints-test")
-    await kafka.ensure_topics(bootstrap, [topic, topics.dlq(topic)], partitions=2)
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    await kafka.ensure_topics(settings, [topic, topics.dlq(topic)], partitions=2)
     return topic
 
 
@@ -93,7 +94,8 @@ async def running_processor(
     retention: model.Retention | None = None,
 ) -> AsyncIterator[None]:
     """The stream processor consuming `topic` in this process, with its own group."""
-    consumer = consumer_for(bootstrap, topic, unique("group"), batch_max=500)
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    consumer = consumer_for(settings, topic, unique("group"), batch_max=500)
     producer = kafka.producer(CommonSettings(kafka_bootstrap=bootstrap))
     await producer.start()
     await consumer.start()

@@ -24,6 +24,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from enishi import grpc_client, kafka, keys, topics
 from enishi.config import CustomersSettings
 from enishi.grpc_server import GrpcServer
+from enishi.temporal import connect
 from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import (
     channel_pb2,
@@ -445,6 +446,7 @@ async def test_active_journeys_carry_their_step_and_a_failed_query_only_leaves_i
     assert {j.journey_id: j.current_step_id for j in journeys} == {"f2": "", "welcome": "wait_use"}
 
     # The real Temporal dev server: no such workflow, so no step, and no failure either.
-    temporal = TemporalStepQuery(servers.temporal_address, "default", 2.0)
+    settings = CustomersSettings(temporal_address=servers.temporal_address)
+    temporal = TemporalStepQuery(await connect(settings, lazy=True), 2.0)
     journeys = await ActiveJourneys(stack.redis, temporal).of(customer_id)
     assert [(j.journey_id, j.current_step_id) for j in journeys] == [("f2", ""), ("welcome", "")]

@@ -43,7 +43,7 @@ async def test_a_holdout_enrollment_keeps_redis_and_the_timeline_right(
     servers: LocalServers, redis: Redis
 ) -> None:
     settings = WorkerSettings(kafka_bootstrap=servers.kafka_bootstrap, redis_url=servers.redis_url)
-    await kafka.ensure_topics(servers.kafka_bootstrap, [topics.TOUCHPOINTS], partitions=2)
+    await kafka.ensure_topics(settings, [topics.TOUCHPOINTS], partitions=2)
     definition = journey_pb2.JourneyDefinition(
         journey_id=JOURNEY_ID, version=1, source=SOURCE, designer="alice@shop.example"
     )

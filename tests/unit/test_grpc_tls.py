@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
 import pytest_asyncio
-import trustme
 from pydantic import SecretStr
 
 from enishi import grpc_client
@@ -21,6 +18,7 @@ from enishi.config import GrpcClientSettings
 from enishi.errors import ConfigurationError
 from enishi.grpc_server import GrpcServer
 from tests import auth_support
+from tests.tls_support import Pki, issue_pki
 from tests.unit.test_grpc_server import Echo, settings, unary
 
 pytestmark = pytest.mark.unit
@@ -28,30 +26,9 @@ pytestmark = pytest.mark.unit
 ADMIN_SECRET = SecretStr(auth_support.ROLE_KEYS[Role.ADMIN].secret)
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
-    folder = tmp_path_factory.mktemp("pki")
-    ca, other = trustme.CA(), trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert("designer@enishi.test")
-    paths = Pki(*(folder / name for name in ("ca", "scert", "skey", "ccert", "ckey", "other")))
-    ca.cert_pem.write_to_path(str(paths.ca))
-    server.cert_chain_pems[0].write_to_path(str(paths.server_cert))
-    server.private_key_pem.write_to_path(str(paths.server_key))
-    client.cert_chain_pems[0].write_to_path(str(paths.client_cert))
-    client.private_key_pem.write_to_path(str(paths.client_key))
-    other.cert_pem.write_to_path(str(paths.other_ca))
-    yield paths
+    yield issue_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest_asyncio.fixture
