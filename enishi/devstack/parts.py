@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from enishi.catalog import SERVICES, by_name
 from enishi.config import DevStackSettings
@@ -52,6 +52,23 @@ def redis_url(settings: DevStackSettings) -> str:
 
 def temporal_address(settings: DevStackSettings) -> str:
     return f"{LOOPBACK}:{settings.temporal_port}"
+
+
+NOT_INHERITED: Final = (
+    "ENISHI_KAFKA_SECURITY_PROTOCOL",
+    "ENISHI_KAFKA_SSL_",
+    "ENISHI_KAFKA_SASL_",
+    "ENISHI_TEMPORAL_TLS",
+    "ENISHI_TEMPORAL_API_KEY",
+    "ENISHI_TEMPORAL_NAMESPACE",
+)
+"""Prefixes of settings for remote Kafka/Temporal that a shell may hold and the local servers
+(plaintext Tansu, the dev server's `default` namespace) would refuse: never passed on."""
+
+
+def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The parts' environment from the shell's, without the settings for remote servers."""
+    return {k: v for k, v in environ.items() if not k.startswith(NOT_INHERITED)}
 
 
 def service_env(settings: DevStackSettings) -> dict[str, str]:

@@ -23,7 +23,13 @@ from temporalio.client import Client
 from enishi import topics
 from enishi.config import CommonSettings, DevStackSettings
 from enishi.devstack import api_keys, ports
-from enishi.devstack.parts import Part, all_parts, kafka_bootstrap, temporal_address
+from enishi.devstack.parts import (
+    Part,
+    all_parts,
+    inherited_env,
+    kafka_bootstrap,
+    temporal_address,
+)
 from enishi.kafka import ensure_topics
 from enishi.temporal import register_search_attributes
 
@@ -219,7 +225,7 @@ class Supervisor:
         await asyncio.gather(*(self._wait_healthy(p, procs[p.name]) for p in parts))
 
     def _spawn(self, part: Part) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **dict(part.env)}
+        env = {**inherited_env(os.environ), **dict(part.env)}
         with self.log_path(part.name).open("ab") as log:
             # Own session: the terminal's Ctrl-C reaches the CLI only, which then stops
             # every part in order; `down` signals the whole process group.
