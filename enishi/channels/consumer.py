@@ -40,9 +40,9 @@ from enishi.channels.ratelimit import TokenBucket
 from enishi.channels.receipts import channel_name, receipt_touchpoint
 from enishi.config import ChannelSettings
 from enishi.dead_letters import DeadLetter, SourceRecord
-from enishi.http_endpoint import MetricsEndpoint
 from enishi.kafka import consume_batches
 from enishi.metrics import CHANNEL_ATTEMPTS, CHANNEL_DISPATCHES, CHANNEL_SEND_SECONDS
+from enishi.service_clients import service_clients
 from enishi.touchpoints import TouchpointPublisher
 from enishi.v1 import channel_pb2, dispatch_pb2, touchpoint_pb2
 
@@ -496,40 +496,34 @@ async def run_channel(
     Ready once Kafka and Redis are connected; reaching the provider is not part of it (a
     provider outage is retried per dispatch, it must not take the service out of rotation).
     """
-    redis = Redis.from_url(settings.redis_url)
-    producer = kafka.producer(settings)
     consumer = consumer_for(settings, channel)
-    running = False
-    endpoint = MetricsEndpoint(port=settings.metrics_port, ready=lambda: running)
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            if settings.metrics_port:
-                await endpoint.start()
-            await redis.ping()
-            await producer.start()
-            for companion in companions:
-                await stack.enter_async_context(companion(redis, producer))
-            await consumer.start()
-            running = True
-            log.info("channel.consuming", channel=channel, topic=settings.topic_for(channel))
-            processor = ChannelProcessor(
-                channel,
-                sender,
-                redis,
-                producer,
-                settings,
-                on_sent=on_sent(redis) if on_sent is not None else None,
-            )
-            await consume(
-                consumer,
-                processor,
-                batch_max=settings.channel_batch_max,
-                batch_wait_ms=settings.channel_batch_wait_ms,
-            )
+        async with service_clients(settings) as clients:
+            redis, producer = clients.redis, clients.producer
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    for companion in companions:
+                        await stack.enter_async_context(companion(redis, producer))
+                    await consumer.start()
+                    clients.ready = True
+                    log.info(
+                        "channel.consuming", channel=channel, topic=settings.topic_for(channel)
+                    )
+                    processor = ChannelProcessor(
+                        channel,
+                        sender,
+                        redis,
+                        producer,
+                        settings,
+                        on_sent=on_sent(redis) if on_sent is not None else None,
+                    )
+                    await consume(
+                        consumer,
+                        processor,
+                        batch_max=settings.channel_batch_max,
+                        batch_wait_ms=settings.channel_batch_wait_ms,
+                    )
+            finally:
+                await consumer.stop()
     finally:
-        running = False
-        await consumer.stop()
-        await producer.stop()
         await sender.aclose()
-        await redis.aclose()
-        await endpoint.stop()
