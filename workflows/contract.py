@@ -30,6 +30,8 @@ SIGNAL_CANCEL: Final = "cancel"
 """Signal carrying a `CancelSignal`: the designer paused/archived with policy CANCEL."""
 SIGNAL_MIGRATE: Final = "migrate"
 """Signal carrying a `MigrateSignal`: move to another version at the next safe point."""
+SIGNAL_MERGE: Final = "merge"
+"""Signal carrying a `MergeSignal`: the customer was merged into another (identity merge)."""
 QUERY_CURRENT_STEP: Final = "current_step"
 QUERY_STEPS_TAKEN: Final = "steps_taken"
 
@@ -129,6 +131,11 @@ class JourneyState:
     awaiting: tuple[str, ...] = ()  # the event names last written to the awaits hash
     seen_event_ids: tuple[str, ...] = ()  # recent event ids, for dedupe across runs
     pending_events: tuple[EventSignal, ...] = ()  # received, not yet handled
+    # The enrollment's identity in its journal (and so in the stats): the workflow id and
+    # enrollment number it started with, kept when an identity merge hands it to another
+    # customer's workflow. Empty: this workflow's own.
+    journal_workflow_id: str = ""
+    journal_enrollment: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,10 +183,24 @@ class MigrateSignal:
 
 
 @dataclass(frozen=True)
+class MergeSignal:
+    """The enrollment's customer was merged into `into_customer_id` (docs/stream.md).
+
+    `hand_over`: continue the enrollment as `journey:{journey}:{into}` with `enrollment` as its
+    number there (the stream processor recorded it on the survivor's enrollment record);
+    otherwise the survivor has its own enrollment in the journey and this one just ends.
+    """
+
+    into_customer_id: str
+    enrollment: int = 0
+    hand_over: bool = True
+
+
+@dataclass(frozen=True)
 class JourneyOutcome:
     """How an enrollment ended."""
 
-    status: str  # "completed" | "converted" | "exited" | "cancelled"
+    status: str  # "completed" | "converted" | "exited" | "cancelled" | "merged"
     reason: str = ""
     last_step: str = ""
 

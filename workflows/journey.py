@@ -9,7 +9,7 @@ enrollment waits. Contract (ids, signals, payloads): workflows/contract.py.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -56,7 +56,13 @@ with workflow.unsafe.imports_passed_through():
         DefinitionSource,
         parsed,
     )
-    from workflows.activities.enrollment import AwaitsUpdate, EnrollmentActivities, EnrollmentEnd
+    from workflows.activities.enrollment import (
+        AwaitsUpdate,
+        EnrollmentActivities,
+        EnrollmentEnd,
+        HandOver,
+        HandOverActivities,
+    )
     from workflows.activities.journal import (
         Enrollment,
         JournalActivities,
@@ -71,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         JourneyInput,
         JourneyOutcome,
         JourneyState,
+        MergeSignal,
         MigrateSignal,
         SendOutcome,
         SendRequest,
@@ -147,6 +154,10 @@ class JourneyWorkflow:
         self._seen: dict[str, None] = {}
         self._cancel: CancelSignal | None = None
         self._migration: MigrateSignal | None = None
+        self._merge: MergeSignal | None = None
+        self._merge_settled = False  # handed over, or the survivor's record ended with this
+        self._journal_id = ""  # journal identity (workflow id, enrollment) when handed over
+        self._journal_enrollment = 0
         self._step = ""
         self._taken: list[StepRecord] = []
         self._visits: dict[str, int] = {}
@@ -182,6 +193,11 @@ class JourneyWorkflow:
     @workflow.signal(name=contract.SIGNAL_MIGRATE)
     def migrate(self, signal: MigrateSignal) -> None:
         self._migration = signal
+
+    @workflow.signal(name=contract.SIGNAL_MERGE)
+    def merge(self, signal: MergeSignal) -> None:
+        if self._merge is None:  # a redelivered merge says the same
+            self._merge = signal
 
     @workflow.query(name=contract.QUERY_CURRENT_STEP)
     def current_step(self) -> str:
@@ -250,6 +266,8 @@ class JourneyWorkflow:
         )
         self._variant = state.variant
         self._awaiting = state.awaiting
+        self._journal_id = state.journal_workflow_id
+        self._journal_enrollment = state.journal_enrollment
         for event_id in state.seen_event_ids:
             self._remember(event_id)
         # Events that arrived before this run started are already in the inbox (signals are
@@ -483,6 +501,8 @@ class JourneyWorkflow:
                 await self._sync_awaits(step_id, waiting_for)
             if safe and self._migration is not None:
                 await self._apply_migration(step_id, until)
+            if self._merge is not None and not self._merge_settled:
+                await self._hand_over(step_id, until)
             now = workflow.now()
             if timed_out or now >= until:
                 return None
@@ -496,6 +516,7 @@ class JourneyWorkflow:
                         bool(self._inbox)
                         or self._cancel is not None
                         or (safe and self._migration is not None)
+                        or (self._merge is not None and not self._merge_settled)
                     ),
                     timeout=max(wake - now, timedelta(milliseconds=1)),
                 )
@@ -576,7 +597,21 @@ class JourneyWorkflow:
         await self._flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
         inp = self.input
-        state = JourneyState(
+        workflow.continue_as_new(
+            JourneyInput(
+                journey_id=inp.journey_id,
+                version=self._version,
+                customer_id=inp.customer_id,
+                enrollment=inp.enrollment,
+                holdout=inp.holdout,
+                state=self._state(step_id, until),
+                max_steps_per_run=inp.max_steps_per_run,
+            )
+        )
+
+    def _state(self, step_id: str, until: datetime) -> JourneyState:
+        """What the next run needs to take up the wait at `step_id` ending at `until`."""
+        return JourneyState(
             current_step=step_id,
             trigger=self._trigger,
             visits=dict(self._visits),
@@ -589,43 +624,93 @@ class JourneyWorkflow:
             awaiting=self._awaiting,
             seen_event_ids=tuple(self._seen),
             pending_events=tuple(self._inbox),
+            journal_workflow_id=self._journal_id,
+            journal_enrollment=self._journal_enrollment,
         )
-        workflow.continue_as_new(
-            JourneyInput(
-                journey_id=inp.journey_id,
-                version=self._version,
-                customer_id=inp.customer_id,
-                enrollment=inp.enrollment,
-                holdout=inp.holdout,
-                state=state,
-                max_steps_per_run=inp.max_steps_per_run,
+
+    async def _hand_over(self, step_id: str, until: datetime) -> None:
+        """The customer was merged into another: the enrollment goes on as theirs.
+
+        The survivor's workflow, `journey:{journey}:{survivor}`, starts with this enrollment's
+        state (the same step, the same wake-up time, its events and journal identity), the
+        way continue-as-new would; this run then ends as `merged`. If the survivor's workflow
+        already runs, it is kept and this one just ends.
+        """
+        signal = self._merge
+        assert signal is not None
+        self._merge_settled = True
+        inp = self.input
+        step = self.journey.step(step_id)
+        outcome = "merged"
+        if signal.hand_over and signal.into_customer_id != inp.customer_id:
+            await self._flush()
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            state = replace(
+                self._state(step_id, until),
+                awaiting=(),  # the survivor's awaits are written by the new run
+                journal_workflow_id=self._journal_id or self._workflow_id,
+                journal_enrollment=self._journal_enrollment or inp.enrollment,
             )
-        )
+            started = await workflow.execute_activity_method(
+                HandOverActivities.hand_over,
+                HandOver(
+                    JourneyInput(
+                        journey_id=inp.journey_id,
+                        version=self._version,
+                        customer_id=signal.into_customer_id,
+                        enrollment=signal.enrollment,
+                        holdout=inp.holdout,
+                        state=state,
+                        max_steps_per_run=inp.max_steps_per_run,
+                    )
+                ),
+                start_to_close_timeout=WRITE_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            outcome = "merged:handed_over" if started else "merged:theirs_kept"
+        self._record(step, outcome)
+        detail = f"into {signal.into_customer_id}"
+        raise _Ended(JourneyOutcome("merged", detail, step_id), "", detail)
 
     # -- the end --------------------------------------------------------------------------
 
     async def _finish(self, end: _Ended) -> JourneyOutcome:
-        """Record the transition, clear awaits, mark the enrollment ended; then return."""
-        self._note(end.transition, end.outcome.last_step, detail=end.detail)
+        """Record the transition, clear awaits, mark the enrollment ended; then return.
+
+        A hand-over records no transition: the enrollment goes on in the survivor's workflow.
+        """
+        if end.transition:
+            self._note(end.transition, end.outcome.last_step, detail=end.detail)
         inp = self.input
+        status = end.outcome.status
         await asyncio.gather(
-            self._flush(),
-            workflow.execute_activity_method(
-                EnrollmentActivities.end_enrollment,
-                EnrollmentEnd(
-                    customer_id=inp.customer_id,
-                    journey_id=inp.journey_id,
-                    enrollment=inp.enrollment,
-                    ended_at=self._now(),
-                    status=end.outcome.status,
-                ),
-                start_to_close_timeout=WRITE_TIMEOUT,
-                retry_policy=RETRY,
-            ),
+            self._flush(), self._end_enrollment(inp.customer_id, inp.enrollment, status)
         )
         self._awaiting = ()
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return end.outcome
+        while True:
+            merge = self._merge
+            if merge is not None and merge.hand_over and not self._merge_settled:
+                # Merged too late to hand over: the survivor's record, written for the
+                # hand-over by the stream processor, ends with this enrollment.
+                self._merge_settled = True
+                await self._end_enrollment(merge.into_customer_id, merge.enrollment, status)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if self._merge is merge:
+                return end.outcome
+
+    async def _end_enrollment(self, customer_id: str, enrollment: int, status: str) -> None:
+        await workflow.execute_activity_method(
+            EnrollmentActivities.end_enrollment,
+            EnrollmentEnd(
+                customer_id=customer_id,
+                journey_id=self.input.journey_id,
+                enrollment=enrollment,
+                ended_at=self._now(),
+                status=status,
+            ),
+            start_to_close_timeout=WRITE_TIMEOUT,
+            retry_policy=RETRY,
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -767,12 +852,13 @@ class JourneyWorkflow:
 
     @property
     def _enrollment(self) -> Enrollment:
+        """Who the journal is about: the customer now, the enrollment's first identity."""
         inp = self.input
         return Enrollment(
-            workflow_id=self._workflow_id,
+            workflow_id=self._journal_id or self._workflow_id,
             journey_id=inp.journey_id,
             customer_id=inp.customer_id,
-            enrollment=inp.enrollment,
+            enrollment=self._journal_enrollment or inp.enrollment,
             holdout=inp.holdout,
             trigger_event_id=self._trigger.event_id if self._trigger else "",
             designer=self._designer,

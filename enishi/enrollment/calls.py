@@ -33,6 +33,10 @@ class JourneyCalls(Protocol):
         """Signal `touchpoint` to a running enrollment; False when it is no longer running."""
         ...
 
+    async def merge(self, journey_id: str, customer_id: str, merge: contract.MergeSignal) -> bool:
+        """Signal `merge` to a running enrollment; False when it is no longer running."""
+        ...
+
 
 class TemporalJourneyCalls:
     """`JourneyCalls` on a Temporal client, bounded and counted."""
@@ -76,5 +80,17 @@ class TemporalJourneyCalls:
             except RPCError as exc:
                 if exc.status == RPCStatusCode.NOT_FOUND:
                     return False  # the run finished: its `awaits` entry is stale
+                raise
+        return True
+
+    async def merge(self, journey_id: str, customer_id: str, merge: contract.MergeSignal) -> bool:
+        handle = self._client.get_workflow_handle(contract.workflow_id(journey_id, customer_id))
+        async with self._slots:
+            TEMPORAL_CALLS.labels("signal").inc()
+            try:
+                await handle.signal(contract.SIGNAL_MERGE, merge)
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    return False
                 raise
         return True

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -197,3 +197,85 @@ class EnrollmentStore:
     async def _release(self, entry: TriggerEntry) -> None:
         if entry.enrollment_cap is not None:
             await self._redis.decr(keys.journey_enrollments_total(entry.journey_id))
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """What an identity merge does to the survivor's enrollment records (`plan_merge`)."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Journey -> the survivor's new record, to write."""
+    awaits: dict[str, bytes] = field(default_factory=dict)
+    """Journey -> the merged customer's `awaits` entry, copied to the survivor."""
+    hand_overs: dict[str, int] = field(default_factory=dict)
+    """Journey -> the enrollment number the merged customer's running enrollment goes on with
+    as the survivor's (signal it `merge` with `hand_over`)."""
+    ends: tuple[str, ...] = ()
+    """Journeys where the survivor runs an enrollment of their own: the merged customer's
+    just ends (signal it `merge` without `hand_over`)."""
+
+
+def merged_ids(record: Record | None) -> list[str]:
+    """The customer ids whose records were folded into `record` (its `merged` field)."""
+    value = (record or {}).get("merged")
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def plan_merge(
+    merged_id: str,
+    merge_event_id: str,
+    merged: Mapping[str, Record | None],
+    survivor: Mapping[str, Record | None],
+    merged_awaits: Mapping[str, bytes],
+) -> MergePlan:
+    """Fold the merged customer's records into the survivor's (docs/stream.md, "Merges").
+
+    - The merged customer runs an enrollment, the survivor does not: the survivor's record
+      becomes that enrollment (active, `count` = both counts, `handed_from`, the merge as its
+      `event_id`) and the merged customer's run is told to hand over.
+    - Both run one: the survivor's stays; the merged customer's run is told to end.
+    - The merged customer's ended enrollments add to the survivor's history (`count`,
+      `last_at`), so re-entry rules see one person. A survivor's running record is never
+      rewritten (its `count` is its run's enrollment number).
+
+    Idempotent: a folded record lists `merged_id` in `merged`, and a redelivered merge only
+    repeats the signals of a hand-over still in progress.
+    """
+    records: dict[str, dict[str, Any]] = {}
+    awaits: dict[str, bytes] = {}
+    hand_overs: dict[str, int] = {}
+    ends: list[str] = []
+    for journey_id, theirs in sorted(merged.items()):
+        if theirs is None:
+            continue
+        ours = survivor.get(journey_id)
+        folded = merged_id in merged_ids(ours)
+        if (ours or {}).get("active") is True:
+            if not folded:
+                if theirs.get("active") is True:
+                    ends.append(journey_id)
+            elif ours and ours.get("event_id") == merge_event_id:
+                hand_overs[journey_id] = _int(ours, "count")  # redelivered: signal again
+            continue
+        if folded:
+            continue
+        record = dict(theirs if ours is None else ours)
+        record["count"] = _int(ours or {}, "count") + _int(theirs, "count")
+        record["merged"] = [*merged_ids(ours), merged_id]
+        if theirs.get("active") is True:
+            record.pop("ended", None)
+            record.update(
+                last_at=_ms(theirs, "last_at"),
+                active=True,
+                version=_int(theirs, "version"),
+                holdout=bool(theirs.get("holdout")),
+                event_id=merge_event_id,
+                handed_from=merged_id,
+            )
+            hand_overs[journey_id] = record["count"]
+            if journey_id in merged_awaits:
+                awaits[journey_id] = merged_awaits[journey_id]
+        elif ours is not None:
+            record["last_at"] = max(_ms(ours, "last_at"), _ms(theirs, "last_at"))
+        records[journey_id] = record
+    return MergePlan(records, awaits, hand_overs, tuple(ends))

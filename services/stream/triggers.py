@@ -37,6 +37,7 @@ from enishi.memory.reader import MemoryReader
 from enishi.memory.writer import MemoryWriter
 from enishi.v1 import touchpoint_pb2
 from services.stream.hooks import AppliedBatch
+from services.stream.merges import EnrollmentMerges, is_merge
 from workflows import contract
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,7 @@ class JourneyTriggers:
         self._enroller = Enroller(redis, calls, store=store)
         self._contexts = contexts or MemoryContexts(MemoryReader(redis))
         self._resolve = resolve or MemoryWriter(redis).resolve
+        self._merges = EnrollmentMerges(redis, calls, self._resolve)
         self._clock = clock
         self._drop_await = redis.register_script(_DROP_AWAIT)
 
@@ -97,6 +99,11 @@ class JourneyTriggers:
         touchpoints = _unique([*batch.duplicates, *batch.applied])
         if not touchpoints:
             return
+        # Merges first: the survivor's events in this batch then see the enrollments that
+        # followed them (a journey the merged visitor is in is not entered twice).
+        for tp in touchpoints:
+            if is_merge(tp):
+                await self._merges.follow(tp)
         customers, index = await self._read(touchpoints)
         # Condition triggers watch every customer whose memory changed; event triggers and
         # awaits only the customers with an event someone cares about.
@@ -208,7 +215,10 @@ class JourneyTriggers:
             for journey_id in [j for j, names in customer.awaits.items() if tp.name in names]:
                 if journey_id in started:
                     continue  # the start signal carried this event already
-                if not await self._calls.signal(journey_id, customer.customer_id, signal):
+                cid = customer.customer_id
+                if not await self._calls.signal(
+                    journey_id, cid, signal
+                ) and not await self._redirect(cid, journey_id, signal):
                     await self._drop_stale_await(customer, journey_id)
         if index.conditions and context is not None and customer.events:
             await self._conditions(customer, index.conditions, context, now_ms)
@@ -255,6 +265,25 @@ class JourneyTriggers:
             customer.customer_id, entry, signal, now_ms, known=customer.enrollments
         )
         return outcome in STARTS
+
+    async def _redirect(
+        self, customer_id: str, journey_id: str, signal: contract.EventSignal
+    ) -> bool:
+        """Route to an enrollment being handed over from a merged customer; True if routed.
+
+        Between the merge (the survivor's record and awaits written) and the merged
+        customer's run starting the survivor's, the survivor's workflow does not exist yet:
+        the merged run takes the event along; if it has just handed over, the survivor's run
+        exists now. At most two more calls, and only after a NOT_FOUND.
+        """
+        raw = await self._redis.hget(keys.customer(customer_id, keys.ENROLLMENTS), journey_id)
+        record = load(raw) or {}
+        source = record.get("handed_from")
+        if record.get("active") is not True or not isinstance(source, str):
+            return False
+        if await self._calls.signal(journey_id, source, signal):
+            return True
+        return await self._calls.signal(journey_id, customer_id, signal)
 
     async def _drop_stale_await(self, customer: _Customer, journey_id: str) -> None:
         raw = customer.awaits_raw.pop(journey_id, None)

@@ -22,7 +22,7 @@ from workflows import contract
 from workflows.activities.audience import AudienceActivities
 from workflows.activities.customer_context import CustomerContextActivities
 from workflows.activities.definitions import DefinitionActivities
-from workflows.activities.enrollment import EnrollmentActivities
+from workflows.activities.enrollment import EnrollmentActivities, HandOverActivities
 from workflows.activities.journal import JournalActivities
 from workflows.activities.sending import SendActivities
 from workflows.audience import AudienceWorkflow
@@ -44,6 +44,7 @@ def activities(
         context.customer_context,
         enrollment.set_awaits,
         enrollment.end_enrollment,
+        HandOverActivities().hand_over,
         journal.record_journal,
         journal.update_traits,
         sending.send,

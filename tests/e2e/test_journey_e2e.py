@@ -16,6 +16,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -437,3 +438,119 @@ async def test_events_no_journey_cares_about_make_no_temporal_call(stack: Stack)
             running_enrollments=journey_pb2.RUNNING_ENROLLMENTS_POLICY_KEEP_RUNNING,
         )
     )
+
+
+def merge_journey_source(journey_id: str, trigger: str) -> str:
+    """Wait a few seconds (long enough for an Identify to come in), then thank by email."""
+    return f"""\
+id: {journey_id}
+name: End-to-end merge
+designer: {DESIGNER}
+trigger: {{event: {trigger}}}
+templates:
+  later:
+    email:
+      ja: {{subject: "{{{{ customer.name }}}}様", text: "その後いかがですか"}}
+      en: {{subject: "Hello {{{{ customer.name }}}}", text: "How is it going?"}}
+steps:
+  - id: wait
+    wait: {{for: {MERGE_WAIT_SECONDS}s}}
+  - id: later
+    send: {{channel: email, template: later}}
+"""
+
+
+# The anonymous visitor's wait: it must outlast Identify → MERGE → stream → hand-over (about
+# a second on the local stack), so the test sees the wait continue under the known customer.
+MERGE_WAIT_SECONDS = 12
+
+
+async def test_an_identified_visitors_enrollment_follows_them_and_sends_to_the_known_customer(
+    stack: Stack,
+) -> None:
+    trigger = f"e2e{uuid.uuid4().hex[:8]}.cart_updated"
+    journey_id = f"e2e-merge-{uuid.uuid4().hex[:10]}"
+    await stack.registry.stub.RegisterJourney(
+        registry_pb.RegisterJourneyRequest(
+            source=merge_journey_source(journey_id, trigger), designer=DESIGNER
+        )
+    )
+    await stack.registry.stub.ActivateJourney(
+        registry_pb.ActivateJourneyRequest(journey_id=journey_id, version=1)
+    )
+    known = unique("known")
+    await stack.handled(await _customer(stack, known))
+
+    # An anonymous visitor (a browser id) triggers the journey and starts waiting.
+    anonymous_id = unique("browser")
+    event = touchpoint_pb2.Touchpoint(
+        event_id=f"ev-{uuid.uuid4().hex}",
+        customer=identity_pb2.CustomerRef(anonymous_id=anonymous_id),
+        name=trigger,
+        source="e2e",
+    )
+    tracked = await stack.ingest.Track(ingest_pb.TrackRequest(event=event))
+    visitor = tracked.customer_id
+    visitor_run = stack.temporal.get_workflow_handle(
+        contract.workflow_id(journey_id, visitor), result_type=contract.JourneyOutcome
+    )
+
+    async def waiting() -> bool:
+        try:
+            return bool(await visitor_run.query(contract.QUERY_CURRENT_STEP) == "wait")
+        except Exception:  # noqa: BLE001 - not started yet
+            return False
+
+    await eventually(waiting, timeout=30)
+
+    # They log in: Identify merges the visitor into the known customer.
+    identified = await stack.ingest.Identify(
+        ingest_pb.IdentifyRequest(
+            identity=identity_pb2.Identity(customer_id=known, anonymous_id=anonymous_id),
+            source="e2e",
+        )
+    )
+    assert identified.customer_id == known
+    assert await visitor_run.result() == contract.JourneyOutcome("merged", f"into {known}", "wait")
+    known_run = stack.temporal.get_workflow_handle(
+        contract.workflow_id(journey_id, known), result_type=contract.JourneyOutcome
+    )
+    running = f"EnishiJourneyId = '{journey_id}' AND ExecutionStatus = 'Running'"
+
+    async def one_running() -> bool:
+        return (await stack.temporal.count_workflows(running)).count == 1
+
+    await eventually(one_running, timeout=30)  # visibility lags a moment
+    assert await known_run.query(contract.QUERY_CURRENT_STEP) == "wait"
+    # The known customer's run took up the visitor's wait: its wake-up time came along.
+    history = await known_run.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    (handed,) = await stack.temporal.data_converter.decode(
+        started.input.payloads, [contract.JourneyInput]
+    )
+    assert isinstance(handed, contract.JourneyInput) and handed.state is not None
+    assert (handed.customer_id, handed.state.current_step) == (known, "wait")
+    known_started = history.events[0].event_time.ToDatetime(tzinfo=UTC)
+    wake_at = datetime.fromisoformat(handed.state.wake_at)
+    assert wake_at < known_started + timedelta(seconds=MERGE_WAIT_SECONDS)  # not restarted
+
+    assert await known_run.result() == contract.JourneyOutcome("completed", last_step="later")
+
+    async def dispatched() -> bool:
+        return bool(stack.dispatches.of(known))
+
+    await eventually(dispatched, timeout=30)
+    [(topic, sent)] = stack.dispatches.of(known)
+    assert topic == topics.dispatch("email")
+    assert sent.address == f"{known}@shop.example"
+    assert sent.reason.workflow_id == contract.workflow_id(journey_id, known)
+    assert stack.dispatches.of(visitor) == []
+    records = {
+        who: json.loads(
+            await stack.redis.hget(keys.customer(who, keys.ENROLLMENTS), journey_id) or b"{}"
+        )
+        for who in (visitor, known)
+    }
+    assert (records[visitor]["active"], records[visitor]["ended"]) == (False, "merged")
+    assert (records[known]["active"], records[known]["ended"]) == (False, "completed")
+    assert records[known]["handed_from"] == visitor

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,8 +24,14 @@ from enishi.journeys import JourneyInvalid, parse_journey
 from workflows import contract
 from workflows.activities.customer_context import ContextRequest, CustomerContext
 from workflows.activities.definitions import DefinitionRequest, DefinitionSource
-from workflows.activities.enrollment import AwaitsUpdate, EnrollmentEnd
-from workflows.activities.journal import JournalBatch, JournalEntry, SkipEntry, TraitUpdate
+from workflows.activities.enrollment import AwaitsUpdate, EnrollmentEnd, HandOverActivities
+from workflows.activities.journal import (
+    Enrollment,
+    JournalBatch,
+    JournalEntry,
+    SkipEntry,
+    TraitUpdate,
+)
 from workflows.contract import (
     EventSignal,
     JourneyInput,
@@ -93,9 +99,12 @@ class Fakes:
     awaits: list[AwaitsUpdate] = field(default_factory=list)
     ends: list[EnrollmentEnd] = field(default_factory=list)
     journal: list[JournalEntry] = field(default_factory=list)
+    journal_of: list[Enrollment] = field(default_factory=list)  # each batch's identity
     skips: list[SkipEntry] = field(default_factory=list)
     updates: list[TraitUpdate] = field(default_factory=list)
     context_reads: int = 0
+    during_end: Callable[[EnrollmentEnd], Awaitable[None]] | None = None
+    """Runs inside `end_enrollment` (a signal that arrives while the enrollment ends)."""
 
     @activity.defn(name="load_definition")
     async def load_definition(self, req: DefinitionRequest) -> DefinitionSource:
@@ -125,18 +134,23 @@ class Fakes:
     @activity.defn(name="end_enrollment")
     async def end_enrollment(self, end: EnrollmentEnd) -> None:
         self.ends.append(end)
+        if self.during_end is not None:
+            await self.during_end(end)
 
     @activity.defn(name="record_journal")
     async def record_journal(self, batch: JournalBatch) -> None:
         self.journal.extend(batch.entries)
         self.skips.extend(batch.skips)
+        self.journal_of.append(batch.enrollment)
 
     @activity.defn(name="update_traits")
     async def update_traits(self, update: TraitUpdate) -> None:
         self.updates.append(update)
 
     def activities(self) -> list[Callable[..., Any]]:
+        # The real `hand_over`: it only starts a workflow, on the test's own server.
         return [
+            HandOverActivities().hand_over,
             self.load_definition,
             self.customer_context,
             self.send,

@@ -195,7 +195,7 @@ class _Pipeline:
 
 
 class _FakeRedis:
-    """Just what the hook reads: GET, HGETALL in pipelines, and scripts."""
+    """Just what the hook reads: GET, HGET, HGETALL in pipelines, and scripts."""
 
     def __init__(self) -> None:
         self.strings: dict[str, bytes] = {}
@@ -208,6 +208,10 @@ class _FakeRedis:
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
         self.round_trips += 1
         return dict(self.hashes.get(key, {}))
+
+    async def hget(self, key: str, field: str) -> bytes | None:
+        self.round_trips += 1
+        return self.hashes.get(key, {}).get(field.encode())
 
     async def hset(self, key: str, *, mapping: dict[str, str]) -> int:
         self.round_trips += 1
@@ -244,10 +248,11 @@ class _FakeStore:
 
 
 class _FakeCalls:
-    def __init__(self, finished: Iterable[str] = ()) -> None:
+    def __init__(self, finished: Iterable[str] = (), gone: Iterable[tuple[str, str]] = ()) -> None:
         self.calls: list[tuple[str, str, str, str]] = []
         self.inputs: list[contract.JourneyInput] = []
         self._finished = set(finished)
+        self._gone = set(gone)  # (journey, customer) with no running workflow
 
     async def start(self, request: contract.JourneyInput, event: contract.EventSignal) -> None:
         self.inputs.append(request)
@@ -255,6 +260,10 @@ class _FakeCalls:
 
     async def signal(self, journey_id: str, customer_id: str, event: contract.EventSignal) -> bool:
         self.calls.append(("signal", journey_id, customer_id, event.event_id))
+        return journey_id not in self._finished and (journey_id, customer_id) not in self._gone
+
+    async def merge(self, journey_id: str, customer_id: str, merge: contract.MergeSignal) -> bool:
+        self.calls.append(("merge", journey_id, customer_id, merge.into_customer_id))
         return journey_id not in self._finished
 
 
@@ -375,6 +384,31 @@ async def test_an_awaited_event_is_routed_and_a_finished_enrollment_loses_its_st
         ("signal", "gone", "c1", "r1"),
     ]
     assert set(redis.hashes[awaits]) == {b"f2", b"other"}
+
+
+async def test_an_event_for_an_enrollment_being_handed_over_reaches_the_merged_run() -> None:
+    # The merge wrote the known customer's record and awaits; the visitor's run has not yet
+    # started the known customer's: the visitor's run takes the event along.
+    redis, calls = _FakeRedis(), _FakeCalls(gone=[("f2", "known")])
+    _publish(redis, {})
+    awaits = keys.customer("known", keys.AWAITS)
+    redis.hashes[awaits] = {b"f2": b'["order.completed"]'}
+    handed = {"count": 1, "active": True, "handed_from": "c_anon"}
+    redis.hashes[keys.customer("known", keys.ENROLLMENTS)] = {b"f2": json.dumps(handed).encode()}
+    hook = _hook(redis, calls)
+
+    await hook.on_applied(AppliedBatch([_event("known", "order.completed", "o1")], []))
+
+    assert calls.calls == [("signal", "f2", "known", "o1"), ("signal", "f2", "c_anon", "o1")]
+    assert set(redis.hashes[awaits]) == {b"f2"}
+
+    # Neither run there (a lost run): the stale await goes, after two more tries at most.
+    gone = _FakeCalls(gone=[("f2", "known"), ("f2", "c_anon")])
+    await _hook(redis, gone).on_applied(
+        AppliedBatch([_event("known", "order.completed", "o2")], [])
+    )
+    assert [c[2] for c in gone.calls] == ["known", "c_anon", "known"]
+    assert awaits not in redis.hashes or b"f2" not in redis.hashes[awaits]
 
 
 async def test_holdout_follows_the_journeys_own_hashing_rule() -> None:

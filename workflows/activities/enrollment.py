@@ -1,9 +1,10 @@
-"""An enrollment's bookkeeping in Redis: what it awaits, and that it ended.
+"""An enrollment's bookkeeping: what it awaits and that it ended (Redis), and its hand-over.
 
 The stream processor routes an event to Temporal only when some enrollment awaits it
 (`keys.AWAITS`) and checks re-entry on `keys.ENROLLMENTS` (docs/journey-runtime.md). The
 workflow keeps both true: awaits on start and on entering/leaving a `wait_for`, and on end the
-awaits entry removed and the enrollment marked inactive with its end time.
+awaits entry removed and the enrollment marked inactive with its end time. When its customer
+is merged into another, `hand_over` starts the survivor's workflow with its state.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from temporalio import activity
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from enishi import keys
+from enishi.enrollment.calls import WORKFLOW_TYPE
 from enishi.memory import model
+from workflows import contract
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,35 @@ class EnrollmentActivities:
                 pipe.hset(enrollments, end.journey_id, json.dumps(record, separators=(",", ":")))
 
         await self._redis.transaction(update, enrollments)
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """Start `start` (the survivor's enrollment, carrying the merged one's state)."""
+
+    start: contract.JourneyInput
+
+
+class HandOverActivities:
+    """Starts journey workflows through the worker's own Temporal client."""
+
+    @activity.defn(name="hand_over")
+    async def hand_over(self, request: HandOver) -> bool:
+        """Start `journey:{journey}:{survivor}`; False when it runs already (it is kept).
+
+        A plain start, not a child workflow: the new run outlives the old one and owes it
+        nothing. A retry after a start that did happen finds the run and answers False; the
+        merged run ends as `merged` either way.
+        """
+        start = request.start
+        try:
+            await activity.client().start_workflow(
+                WORKFLOW_TYPE,
+                start,
+                id=contract.workflow_id(start.journey_id, start.customer_id),
+                task_queue=activity.info().task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
