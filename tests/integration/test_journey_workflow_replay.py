@@ -27,7 +27,9 @@ from tests.integration.journey_support import (
     send,
     worker,
 )
+from workflows import contract
 from workflows.activities.customer_context import CustomerContext
+from workflows.contract import MergeSignal
 from workflows.journey import JourneyWorkflow
 
 pytestmark = pytest.mark.timeout(120)
@@ -108,9 +110,33 @@ async def record_continue_as_new(env: WorkflowEnvironment) -> str:
     return history.to_json()
 
 
+async def record_merge_hand_over(env: WorkflowEnvironment) -> str:
+    """An anonymous visitor's enrollment handed to the known customer at its wait."""
+    fakes = Fakes()
+    fakes.definitions[("replay-journey", 1)] = ALL_STEPS
+    task_queue = str(uuid.uuid4())
+    async with worker(env.client, fakes, task_queue):
+        enrolled = await enroll(
+            env.client, task_queue, journey_id="replay-journey", customer_id=f"{CUSTOMER}-anon"
+        )
+        await enrolled.at_step("wait_use")
+        await enrolled.handle.signal(
+            JourneyWorkflow.merge, MergeSignal(f"{CUSTOMER}-known", enrollment=1)
+        )
+        with env.auto_time_skipping_disabled():
+            await enrolled.result()
+        history = await enrolled.handle.fetch_history()
+        known = env.client.get_workflow_handle(
+            contract.workflow_id("replay-journey", f"{CUSTOMER}-known")
+        )
+        await known.terminate("recorded")  # left waiting, it would hold up time skipping
+    return history.to_json()
+
+
 RECORDERS: dict[str, Callable[[WorkflowEnvironment], Awaitable[str]]] = {
     "journey-all-steps.json": record_all_steps,
     "journey-continue-as-new.json": record_continue_as_new,
+    "journey-merge-hand-over.json": record_merge_hand_over,
 }
 
 
