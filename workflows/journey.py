@@ -9,12 +9,13 @@ enrollment waits. Contract (ids, signals, payloads): workflows/contract.py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -99,6 +100,12 @@ MAX_SEEN_EVENTS: Final = 256
 MAX_DEFERRALS: Final = 50
 """A send deferred more often than this is given up (a bug, not quiet hours)."""
 
+LEAN_BOOKKEEPING: Final = "lean-bookkeeping"
+"""Patch id (docs/workflow.md, "Patches"): the bookkeeping activities (`set_awaits`,
+`record_journal`, `end_enrollment`, `update_traits`) run as local activities, and the search
+attribute upserts of one workflow task go out as one upsert. Runs recorded before it replay
+the old path: normal activities, one upsert per step."""
+
 READ_TIMEOUT: Final = timedelta(seconds=10)
 WRITE_TIMEOUT: Final = timedelta(seconds=30)
 SEND_TIMEOUT: Final = timedelta(seconds=60)
@@ -115,6 +122,9 @@ LOCAL_RETRY: Final = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
 )
+
+
+_Arg = TypeVar("_Arg")
 
 
 class _Ended(Exception):
@@ -176,6 +186,8 @@ class JourneyWorkflow:
         self._journey: Journey | None = None
         self._definition: DefinitionSource | None = None
         self._version = 0
+        self._lean = False  # LEAN_BOOKKEEPING applies to this run
+        self._attributes: dict[str, SearchAttributeUpdate[Any]] = {}  # not yet upserted (lean)
 
     # -- messages: handlers only record; the run loop acts -------------------------------
 
@@ -213,6 +225,13 @@ class JourneyWorkflow:
     async def run(self, inp: JourneyInput) -> JourneyOutcome:
         self._input = inp
         self._version = inp.version
+        self._lean = workflow.patched(LEAN_BOOKKEEPING)
+        try:
+            return await self._run(inp)
+        finally:
+            self._publish_attributes()
+
+    async def _run(self, inp: JourneyInput) -> JourneyOutcome:
         await self._load(inp.version)
         try:
             if inp.state is None:
@@ -221,7 +240,7 @@ class JourneyWorkflow:
                 start, deadline, resumed = self._restore(inp.state), None, True
                 if inp.state.wake_at:
                     deadline = datetime.fromisoformat(inp.state.wake_at)
-            workflow.upsert_search_attributes(
+            self._upsert(
                 [
                     JOURNEY_ID.value_set(inp.journey_id),
                     JOURNEY_VERSION.value_set(inp.version),
@@ -296,7 +315,7 @@ class JourneyWorkflow:
         self._step = step_id
         self._visits[step_id] = self._visits.get(step_id, 0) + 1
         self._steps_this_run += 1
-        workflow.upsert_search_attributes([STEP.value_set(step_id)])
+        self._upsert([STEP.value_set(step_id)])
         self._note("step_entered", step_id, key_suffix=str(self._visits[step_id]))
 
     async def _run_step(self, step: AnyStep, deadline: datetime | None) -> str | None:
@@ -362,6 +381,7 @@ class JourneyWorkflow:
                 trigger=self._trigger,
                 event=self._event,
             )
+            self._publish_attributes()
             try:
                 outcome = await workflow.execute_activity(
                     SEND_ACTIVITY,
@@ -458,7 +478,7 @@ class JourneyWorkflow:
             context = await self._customer()
             tags = set(context.variables.get("tags", []))
             traits["tags"] = sorted((tags | set(spec.tag)) - set(spec.untag))
-        await workflow.execute_activity_method(
+        await self._write(
             JournalActivities.update_traits,
             TraitUpdate(
                 enrollment=self._enrollment,
@@ -466,8 +486,6 @@ class JourneyWorkflow:
                 traits=traits,
                 at=self._now(),
             ),
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=RETRY,
         )
         self._context = None  # memory changed (once the stream processor applies it)
         self._record(step, "updated")
@@ -510,6 +528,7 @@ class JourneyWorkflow:
                 await self._continue_as_new(step_id, until)
             goal_end = self._goal_deadline
             wake = until if goal_end is None or goal_end <= now else min(until, goal_end)
+            self._publish_attributes()
             try:
                 await workflow.wait_condition(
                     lambda: (
@@ -579,7 +598,7 @@ class JourneyWorkflow:
         self._goal_deadline = (
             started + goal.within if goal is not None and goal.within is not None else None
         )
-        workflow.upsert_search_attributes([JOURNEY_VERSION.value_set(self._version)])
+        self._upsert([JOURNEY_VERSION.value_set(self._version)])
         self._record(step, f"migrated:v{old}->v{self._version}:{target}")
         self._note("migrated", target, detail=f"from version {old}", key_suffix=f"v{old}")
         landing = self.journey.step(target)
@@ -595,6 +614,7 @@ class JourneyWorkflow:
 
     async def _continue_as_new(self, step_id: str, until: datetime) -> None:
         await self._flush()
+        self._publish_attributes()
         await workflow.wait_condition(workflow.all_handlers_finished)
         inp = self.input
         workflow.continue_as_new(
@@ -651,6 +671,7 @@ class JourneyWorkflow:
                 journal_workflow_id=self._journal_id or self._workflow_id,
                 journal_enrollment=self._journal_enrollment or inp.enrollment,
             )
+            self._publish_attributes()
             started = await workflow.execute_activity_method(
                 HandOverActivities.hand_over,
                 HandOver(
@@ -699,7 +720,7 @@ class JourneyWorkflow:
                 return end.outcome
 
     async def _end_enrollment(self, customer_id: str, enrollment: int, status: str) -> None:
-        await workflow.execute_activity_method(
+        await self._write(
             EnrollmentActivities.end_enrollment,
             EnrollmentEnd(
                 customer_id=customer_id,
@@ -708,8 +729,6 @@ class JourneyWorkflow:
                 ended_at=self._now(),
                 status=status,
             ),
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=RETRY,
         )
 
     # -- helpers --------------------------------------------------------------------------
@@ -783,11 +802,9 @@ class JourneyWorkflow:
         wanted = tuple(sorted(names))
         if wanted == self._awaiting:
             return
-        await workflow.execute_activity_method(
+        await self._write(
             EnrollmentActivities.set_awaits,
             AwaitsUpdate(self.input.customer_id, self.input.journey_id, wanted),
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=RETRY,
         )
         self._awaiting = wanted
 
@@ -797,12 +814,38 @@ class JourneyWorkflow:
             return
         batch = JournalBatch(self._enrollment, tuple(self._journal), tuple(self._skips))
         self._journal, self._skips = [], []
-        await workflow.execute_activity_method(
-            JournalActivities.record_journal,
-            batch,
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=RETRY,
-        )
+        await self._write(JournalActivities.record_journal, batch)
+
+    async def _write(self, activity: Callable[[Any, _Arg], Awaitable[None]], arg: _Arg) -> None:
+        """A bookkeeping write (Redis, or an idempotent touchpoint on Kafka).
+
+        Lean: a local activity, one marker in the history and no task of its own; before
+        LEAN_BOOKKEEPING a normal activity (old histories replay that way).
+        """
+        if self._lean:
+            await workflow.execute_local_activity_method(
+                activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=LOCAL_RETRY
+            )
+        else:
+            await workflow.execute_activity_method(
+                activity, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=RETRY
+            )
+
+    def _upsert(self, updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
+        """Set search attributes; lean, they wait for `_publish_attributes` (one upsert)."""
+        if not self._lean:
+            workflow.upsert_search_attributes(updates)
+            return
+        for update in updates:
+            self._attributes[update.key.name] = update
+
+    def _publish_attributes(self) -> None:
+        """Upsert what `_upsert` collected; called before the workflow task can end
+        (an activity, a timer or wait, continue-as-new, the end), so the visible values
+        are the same as with one upsert per step."""
+        if self._attributes:
+            workflow.upsert_search_attributes(list(self._attributes.values()))
+            self._attributes.clear()
 
     def _note(
         self, transition: str, step_id: str, *, detail: str = "", key_suffix: str = ""

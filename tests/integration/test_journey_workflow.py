@@ -29,6 +29,7 @@ from tests.integration.journey_support import (
 from workflows import contract
 from workflows.activities.customer_context import CustomerContext
 from workflows.contract import SendOutcome, SendRequest
+from workflows.journey import LEAN_BOOKKEEPING
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -510,6 +511,8 @@ async def test_search_attributes_say_who_waits_where(
         await enrolled.handle.signal(contract.SIGNAL_CANCEL, contract.CancelSignal("done"))
         await enrolled.result()
     attributes = {pair.key.name: pair.value for pair in described.typed_search_attributes}
+    # Temporal's own: the patches the run took (docs/workflow.md, "Patches").
+    assert attributes.pop("TemporalChangeVersion") == [LEAN_BOOKKEEPING]
     assert set(attributes) == set(contract.SEARCH_ATTRIBUTES)
     assert attributes == {
         "EnishiJourneyId": "test-journey",

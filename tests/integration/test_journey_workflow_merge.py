@@ -159,8 +159,13 @@ async def test_a_merge_that_comes_as_the_goal_ends_it_closes_the_known_customers
         anon = await enroll(env.client, task_queue, customer_id=anon_id)
         await anon.at_step("wait")
 
+        signalled: list[EnrollmentEnd] = []
+
         async def merged_meanwhile(end: EnrollmentEnd) -> None:
-            if end.customer_id == anon_id:  # the stream processor's merge, a moment too late
+            # The stream processor's merge, a moment too late (once: a local end_enrollment
+            # runs again when the signal makes Temporal refuse the workflow's completion).
+            if end.customer_id == anon_id and not signalled:
+                signalled.append(end)
                 await anon.handle.signal(JourneyWorkflow.merge, MergeSignal(known_id, enrollment=3))
 
         fakes.during_end = merged_meanwhile
@@ -169,7 +174,8 @@ async def test_a_merge_that_comes_as_the_goal_ends_it_closes_the_known_customers
     assert outcome.status == "converted"
     assert not await _exists(env.client, known_id)
     # The record the stream processor wrote for the hand-over ends with the enrollment.
-    assert [(e.customer_id, e.enrollment, e.status) for e in fakes.ends] == [
+    # (end_enrollment is idempotent: the repeated local one for the visitor writes the same.)
+    assert list(dict.fromkeys((e.customer_id, e.enrollment, e.status) for e in fakes.ends)) == [
         (anon_id, 1, "converted"),
         (known_id, 3, "converted"),
     ]

@@ -3,7 +3,8 @@
 Each history under tests/integration/histories/ was recorded once on the time-skipping server
 by the recorder next to it here (run when the file is missing) and committed. A change to
 workflows/journey.py that would break a running enrollment fails this test: put such a change
-behind `workflow.patched("<id>")` and record a new history next to the old ones.
+behind `workflow.patched("<id>")` and record a new history next to the old ones (the
+`journey-lean-*` files are the `lean-bookkeeping` patch's).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -30,7 +32,7 @@ from tests.integration.journey_support import (
 from workflows import contract
 from workflows.activities.customer_context import CustomerContext
 from workflows.contract import MergeSignal
-from workflows.journey import JourneyWorkflow
+from workflows.journey import LEAN_BOOKKEEPING, JourneyWorkflow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,10 +136,17 @@ async def record_merge_hand_over(env: WorkflowEnvironment) -> str:
 
 
 RECORDERS: dict[str, Callable[[WorkflowEnvironment], Awaitable[str]]] = {
+    # Recorded before the `lean-bookkeeping` patch: normal bookkeeping activities.
     "journey-all-steps.json": record_all_steps,
     "journey-continue-as-new.json": record_continue_as_new,
     "journey-merge-hand-over.json": record_merge_hand_over,
+    # Recorded with it: local bookkeeping activities, one upsert per workflow task.
+    "journey-lean-all-steps.json": record_all_steps,
+    "journey-lean-continue-as-new.json": record_continue_as_new,
+    "journey-lean-merge-hand-over.json": record_merge_hand_over,
 }
+LEAN = sorted(name for name in RECORDERS if name.startswith("journey-lean-"))
+BOOKKEEPING = {"set_awaits", "record_journal", "end_enrollment", "update_traits"}
 
 
 @pytest.mark.parametrize("name", sorted(RECORDERS))
@@ -151,3 +160,22 @@ async def test_recorded_history_replays_without_nondeterminism(
         path.write_text(await RECORDERS[name](time_skipping))
     history = WorkflowHistory.from_json(f"replay-{name}", path.read_text())
     await Replayer(workflows=[JourneyWorkflow]).replay_workflow(history)
+
+
+@pytest.mark.parametrize("name", LEAN)
+def test_lean_histories_record_the_patch_and_no_bookkeeping_activity_tasks(name: str) -> None:
+    history = WorkflowHistory.from_json(name, (HISTORIES / name).read_text())
+    markers = [
+        e.marker_recorded_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    patches = [m.details["patch-data"] for m in markers if m.marker_name == "core_patch"]
+    assert any(LEAN_BOOKKEEPING.encode() in p.payloads[0].data for p in patches)
+    scheduled = {
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    assert not scheduled & BOOKKEEPING
+    assert any(m.marker_name == "core_local_activity" for m in markers)
