@@ -318,6 +318,18 @@ class JourneyRegistryServicer(pb_grpc.JourneyRegistryServicer):
                 f"so), but its schedule could not be brought in step: {exc}; repeat the call"
             ) from exc
 
+    async def sync_schedules(self) -> int:
+        """Bring every journey's Schedule in step with its status and this process's settings.
+
+        Run at start: a changed `ENISHI_JOURNEY_CONDITION_SWEEP_MINUTES`, or a status change
+        whose schedule call failed, reaches Temporal without anyone re-activating. Idempotent
+        (every replica may run it); returns how many journeys were looked at.
+        """
+        states = await self._store.states(await self._store.journey_ids())
+        for state in states:
+            await self._sync_schedule(state)
+        return len(states)
+
     async def _ever_scheduled(self, journey_id: str) -> bool:
         """Whether any version of the journey has a trigger that fires by time."""
         for definition in await self._store.definitions(journey_id):

@@ -61,6 +61,7 @@ class _Registry:
     servicer: JourneyRegistryServicer
     temporal: Client
     redis: Redis
+    queue: str
 
     async def register(self, source: str) -> int:
         response = await self.servicer.RegisterJourney(
@@ -103,7 +104,7 @@ async def registry(servers: LocalServers) -> AsyncIterator[_Registry]:
             workflows=[AudienceWorkflow, RecordingJourney],
             activities=[AudienceActivities(redis, page_size=200).enroll_page],
         ):
-            yield _Registry(servicer, temporal, redis)
+            yield _Registry(servicer, temporal, redis, queue)
     finally:
         await redis.aclose()
 
@@ -247,6 +248,32 @@ async def test_a_condition_journey_is_swept_at_the_configured_interval_and_pause
         pb.PauseJourneyRequest(journey_id=journey_id, running_enrollments=KEEP), NO_CONTEXT
     )
     assert (await registry.schedule(journey_id).describe()).schedule.state.paused
+
+
+async def test_a_restarted_registry_brings_every_schedule_in_step_with_its_settings(
+    registry: _Registry,
+) -> None:
+    swept, paused = unique("swept"), unique("paused")
+    for journey_id in (swept, paused):
+        condition = f"customer.phase == 'lapsing' && '{unique('t')}' in customer.tags"
+        version = await registry.register(_source(journey_id, f'{{condition: "{condition}"}}'))
+        await registry.activate(journey_id, version)
+    await registry.servicer.PauseJourney(
+        pb.PauseJourneyRequest(journey_id=paused, running_enrollments=KEEP), NO_CONTEXT
+    )
+    await registry.schedule(paused).unpause(note="someone, by hand")
+
+    every = timedelta(minutes=5)
+    restarted = JourneyRegistryServicer(
+        JourneyStore(registry.redis),
+        Enrollments(registry.temporal),
+        schedules=JourneySchedules(registry.temporal, task_queue=registry.queue, sweep_every=every),
+    )
+    assert await restarted.sync_schedules() >= 2
+
+    (interval,) = (await registry.schedule(swept).describe()).schedule.spec.intervals
+    assert interval.every == every
+    assert (await registry.schedule(paused).describe()).schedule.state.paused
 
 
 async def test_an_event_triggered_journey_never_touches_schedules(registry: _Registry) -> None:
