@@ -58,6 +58,7 @@ from workflows.contract import (
     StepRecord,
 )
 from workflows.journey import JourneyWorkflow
+from workflows.runner import WORKFLOW_RUNNER
 
 DEFAULT_HORIZON: Final = timedelta(days=60)
 VERSION: Final = 1
@@ -801,7 +802,11 @@ async def _simulate(
     task_queue = f"simulate-{uuid.uuid4()}"
     delivered: list[DeliveredEvent] = []
     async with Worker(
-        client, task_queue=task_queue, workflows=[JourneyWorkflow], activities=sim.activities()
+        client,
+        task_queue=task_queue,
+        workflows=[JourneyWorkflow],
+        activities=sim.activities(),
+        workflow_runner=WORKFLOW_RUNNER,
     ):
         handle = await client.start_workflow(
             JourneyWorkflow.run,

@@ -27,6 +27,7 @@ from workflows.activities.journal import JournalActivities
 from workflows.activities.sending import SendActivities
 from workflows.audience import AudienceWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.runner import WORKFLOW_RUNNER
 
 
 def activities(
@@ -64,6 +65,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[JourneyWorkflow, AudienceWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
         activities=bound,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,

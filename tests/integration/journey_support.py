@@ -41,6 +41,7 @@ from workflows.contract import (
     StepRecord,
 )
 from workflows.journey import JourneyWorkflow
+from workflows.runner import WORKFLOW_RUNNER
 
 TEMPLATE = {
     "email": {
@@ -170,6 +171,7 @@ def worker(client: Client, fakes: Fakes, task_queue: str) -> Worker:
         task_queue=task_queue,
         workflows=[JourneyWorkflow],
         activities=fakes.activities(),
+        workflow_runner=WORKFLOW_RUNNER,
     )
 
 

@@ -33,6 +33,7 @@ from workflows import contract
 from workflows.activities.customer_context import CustomerContext
 from workflows.contract import MergeSignal
 from workflows.journey import LEAN_BOOKKEEPING, JourneyWorkflow
+from workflows.runner import WORKFLOW_RUNNER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,7 +160,9 @@ async def test_recorded_history_replays_without_nondeterminism(
         path.parent.mkdir(exist_ok=True)
         path.write_text(await RECORDERS[name](time_skipping))
     history = WorkflowHistory.from_json(f"replay-{name}", path.read_text())
-    await Replayer(workflows=[JourneyWorkflow]).replay_workflow(history)
+    await Replayer(workflows=[JourneyWorkflow], workflow_runner=WORKFLOW_RUNNER).replay_workflow(
+        history
+    )
 
 
 @pytest.mark.parametrize("name", LEAN)
