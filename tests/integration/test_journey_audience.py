@@ -28,6 +28,7 @@ from tests.integration.recording_journey import QUERY_EVENTS, QUERY_INPUT, Recor
 from workflows import contract
 from workflows.activities.audience import AudienceActivities
 from workflows.audience import AudienceWorkflow
+from workflows.runner import WORKFLOW_RUNNER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -54,6 +55,7 @@ async def queue(temporal: Client, redis: Redis) -> AsyncIterator[str]:
         temporal,
         task_queue=task_queue,
         workflows=[AudienceWorkflow, RecordingJourney],
+        workflow_runner=WORKFLOW_RUNNER,
         activities=[AudienceActivities(redis, page_size=50).enroll_page],
     ):
         yield task_queue

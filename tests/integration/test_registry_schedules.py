@@ -41,6 +41,7 @@ from tests.integration.recording_journey import QUERY_EVENTS, RecordingJourney
 from workflows import contract
 from workflows.activities.audience import AudienceActivities
 from workflows.audience import AudienceWorkflow
+from workflows.runner import WORKFLOW_RUNNER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -102,6 +103,7 @@ async def registry(servers: LocalServers) -> AsyncIterator[_Registry]:
             temporal,
             task_queue=queue,
             workflows=[AudienceWorkflow, RecordingJourney],
+            workflow_runner=WORKFLOW_RUNNER,
             activities=[AudienceActivities(redis, page_size=200).enroll_page],
         ):
             yield _Registry(servicer, temporal, redis, queue)
